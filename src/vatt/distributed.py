@@ -1,0 +1,154 @@
+"""Process-group helpers: rank/world queries, set-up from torchrun's environment, and
+``gather_with_grad``, the autograd-aware all-gather behind the global contrastive negatives.
+
+Everything here works in a single process with no process group: the world is then one rank and
+a gather returns its input unchanged.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+
+import torch
+import torch.distributed as dist
+
+log = logging.getLogger(__name__)
+
+
+def is_distributed() -> bool:
+    """True when a default process group is initialised with more than one rank."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def get_rank() -> int:
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def get_world_size() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def get_local_rank() -> int:
+    """The rank within this node, as torchrun sets it in ``LOCAL_RANK`` (0 otherwise)."""
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def is_main_process() -> bool:
+    return get_rank() == 0
+
+
+def launched_by_torchrun() -> bool:
+    """True when ``RANK`` and ``WORLD_SIZE`` are in the environment (torchrun, Slurm + torchrun)."""
+    return "RANK" in os.environ and "WORLD_SIZE" in os.environ
+
+
+def init_from_env(device: str | torch.device = "cpu", timeout_minutes: float = 30.0) -> bool:
+    """Join the process group torchrun describes in the environment; no-op without it.
+
+    Uses NCCL when ``device`` is CUDA, gloo otherwise. Returns True when a group was created
+    (the caller then owns :func:`cleanup`).
+    """
+    if not launched_by_torchrun() or (dist.is_available() and dist.is_initialized()):
+        return False
+    world = int(os.environ["WORLD_SIZE"])
+    if world <= 1:
+        return False
+    backend = "nccl" if torch.device(device).type == "cuda" else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(get_local_rank())
+    dist.init_process_group(backend=backend, timeout=datetime.timedelta(minutes=timeout_minutes))
+    log.info("joined process group: rank %d of %d (%s)", dist.get_rank(), world, backend)
+    return True
+
+
+def cleanup() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier() -> None:
+    if is_distributed():
+        dist.barrier()
+
+
+def all_reduce_sum(x: torch.Tensor) -> torch.Tensor:
+    """Sum over ranks (no gradient); returns ``x`` itself in one process."""
+    if not is_distributed():
+        return x
+    x = x.clone()
+    dist.all_reduce(x, op=dist.ReduceOp.SUM)
+    return x
+
+
+def all_reduce_mean(x: torch.Tensor) -> torch.Tensor:
+    return all_reduce_sum(x) / get_world_size()
+
+
+def gather_sizes(n: int, device: str | torch.device = "cpu") -> list[int]:
+    """The leading size each rank contributes, in rank order (``[n]`` in one process)."""
+    if not is_distributed():
+        return [n]
+    local = torch.tensor([n], dtype=torch.long, device=device)
+    out = [torch.zeros_like(local) for _ in range(get_world_size())]
+    dist.all_gather(out, local)
+    return [int(t.item()) for t in out]
+
+
+def _all_gather_padded(x: torch.Tensor, sizes: list[int]) -> torch.Tensor:
+    """Concatenate every rank's ``x`` along dim 0; ranks may contribute different sizes."""
+    top = max(sizes)
+    if x.shape[0] < top:
+        pad = x.new_zeros((top - x.shape[0],) + tuple(x.shape[1:]))
+        x = torch.cat([x, pad], dim=0)
+    parts = [torch.empty_like(x) for _ in sizes]
+    dist.all_gather(parts, x.contiguous())
+    return torch.cat([p[:n] for p, n in zip(parts, sizes)], dim=0)
+
+
+class _GatherWithGrad(torch.autograd.Function):
+    """All-gather whose backward sends each rank the gradient of its own rows, summed over ranks.
+
+    Every rank's loss uses every rank's rows, so the gradient w.r.t. rank r's input is the sum
+    over all ranks s of d loss_s / d x_r: an all-reduce(sum) of the full gradient, then the
+    local slice. With DDP, which averages parameter gradients over ranks, this gives the
+    gradient of the mean of the per-rank losses. (Returning only the local slice of the local
+    gradient, or dividing the sum by the world size, are the classic mistakes.)
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, sizes: list[int], rank: int) -> torch.Tensor:
+        ctx.sizes, ctx.rank = sizes, rank
+        return _all_gather_padded(x, sizes)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        grad = grad.contiguous()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+        start = sum(ctx.sizes[: ctx.rank])
+        return grad[start : start + ctx.sizes[ctx.rank]], None, None
+
+
+def gather_with_grad(x: torch.Tensor, sizes: list[int] | None = None) -> torch.Tensor:
+    """Concatenate ``x`` ``[n_r, ...]`` from every rank in rank order: ``[sum n_r, ...]``.
+
+    Gradients flow back to each rank's own rows (see :class:`_GatherWithGrad`). In one process
+    (no group, or a group of one) this returns ``x`` itself. ``sizes`` (from
+    :func:`gather_sizes`) saves a round of communication when several tensors share them.
+    """
+    if not is_distributed():
+        return x
+    if sizes is None:
+        sizes = gather_sizes(x.shape[0], x.device)
+    return _GatherWithGrad.apply(x, sizes, dist.get_rank())
+
+
+def gather_no_grad(x: torch.Tensor, sizes: list[int] | None = None) -> torch.Tensor:
+    """Like :func:`gather_with_grad` for tensors that need no gradient (masks, labels)."""
+    if not is_distributed():
+        return x
+    if sizes is None:
+        sizes = gather_sizes(x.shape[0], x.device)
+    with torch.no_grad():
+        return _all_gather_padded(x.detach(), sizes)
