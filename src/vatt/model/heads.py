@@ -1,0 +1,68 @@
+"""Common-space projection heads: AGG features -> the video-audio (S_va) and video-text (S_vt) spaces.
+
+Official placement (default, it produced the published checkpoints)::
+
+    z_v,va = BN(Linear(512->512)(ReLU(BN(Linear(Dv->512)(v)))))      (linears without bias)
+    z_v,vt = BN(Linear(512->256)(ReLU(z_v,va)))
+    z_a,va = Linear(Da->512)(a)                                        (with bias)
+    z_t,vt = Linear(Dt->256)(t)                                        (with bias)
+
+``bn_placement="paper"``: the paper's "BN after every linear": the audio and text heads become
+Linear (no bias) -> BN too. Outputs are not L2-normalised (the loss and retrieval do that).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import HeadConfig
+from .layers import glorot_linear
+
+
+class _LinearBN(nn.Module):
+    """Linear (no bias) -> BatchNorm1d; accepts ``[..., D]`` (BN statistics over all leading dims)."""
+
+    def __init__(self, in_dim: int, out_dim: int, cfg: HeadConfig):
+        super().__init__()
+        self.linear = glorot_linear(in_dim, out_dim, bias=False)
+        self.bn = nn.BatchNorm1d(out_dim, eps=cfg.bn_eps, momentum=cfg.bn_momentum)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.linear(x)
+        return self.bn(y.reshape(-1, y.shape[-1])).reshape(y.shape)
+
+
+class CommonSpaceHeads(nn.Module):
+    """The three projection heads.
+
+    Args:
+        video_dim, audio_dim, text_dim: AGG feature sizes of the backbones.
+        cfg: head sizes (512 / 256) and BN placement.
+    """
+
+    def __init__(self, video_dim: int, audio_dim: int, text_dim: int, cfg: HeadConfig):
+        super().__init__()
+        self.video_va1 = _LinearBN(video_dim, cfg.va_dim, cfg)
+        self.video_va2 = _LinearBN(cfg.va_dim, cfg.va_dim, cfg)
+        self.video_vt = _LinearBN(cfg.va_dim, cfg.vt_dim, cfg)
+        if cfg.bn_placement == "paper":
+            self.audio_va: nn.Module = _LinearBN(audio_dim, cfg.va_dim, cfg)
+            self.text_vt: nn.Module = _LinearBN(text_dim, cfg.vt_dim, cfg)
+        else:
+            self.audio_va = glorot_linear(audio_dim, cfg.va_dim, bias=True)
+            self.text_vt = glorot_linear(text_dim, cfg.vt_dim, bias=True)
+
+    def video(self, agg: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``[B, Dv]`` -> ``(z_va [B, 512], z_vt [B, 256])``."""
+        va = self.video_va2(F.relu(self.video_va1(agg)))
+        return va, self.video_vt(F.relu(va))
+
+    def audio(self, agg: torch.Tensor) -> torch.Tensor:
+        """``[B, Da]`` -> ``[B, 512]``."""
+        return self.audio_va(agg)
+
+    def text(self, agg: torch.Tensor) -> torch.Tensor:
+        """``[..., Dt]`` -> ``[..., 256]``."""
+        return self.text_vt(agg)

@@ -1,0 +1,189 @@
+"""Transformer building blocks shared by the VATT backbones.
+
+* :class:`Attention`, :class:`MLP`, :class:`TransformerBlock`, :class:`TransformerEncoder`:
+  the pre-LayerNorm ViT-style encoder used for video, audio and the shared (modality-agnostic)
+  model. Attention uses ``torch.nn.functional.scaled_dot_product_attention`` (fused kernels).
+* :class:`RMSNorm`, :class:`T5RelativeBias`, :class:`T5Block`: the T5-style text encoder pieces
+  (no biases, no ``1/sqrt(d)`` scaling, a relative position bias added in every layer).
+
+All shapes are ``[B, N, D]`` (batch, tokens, width) unless stated otherwise.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import EncoderConfig
+
+
+def glorot_linear(in_dim: int, out_dim: int, bias: bool = True) -> nn.Linear:
+    """``nn.Linear`` initialised as the official Keras Dense: Glorot-uniform kernel, zero bias."""
+    layer = nn.Linear(in_dim, out_dim, bias=bias)
+    nn.init.xavier_uniform_(layer.weight)
+    if bias:
+        nn.init.zeros_(layer.bias)
+    return layer
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with separate q/k/v/o projections.
+
+    Args:
+        width: model width ``D``.
+        num_heads: number of heads; the head dimension is ``D / num_heads`` (64 in VATT).
+        bias: whether the four projections have biases (ViT: yes; T5: no).
+        scaled: divide the scores by ``sqrt(head_dim)`` (ViT: yes; T5: no).
+        dropout: dropout on the attention probabilities (official: 0.1, training only).
+    """
+
+    def __init__(self, width: int, num_heads: int, bias: bool = True, scaled: bool = True, dropout: float = 0.0):
+        super().__init__()
+        if width % num_heads:
+            raise ValueError(f"width {width} is not divisible by num_heads {num_heads}")
+        self.num_heads = num_heads
+        self.head_dim = width // num_heads
+        self.scale = 1.0 / math.sqrt(self.head_dim) if scaled else 1.0
+        self.dropout = dropout
+        self.q = glorot_linear(width, width, bias)
+        self.k = glorot_linear(width, width, bias)
+        self.v = glorot_linear(width, width, bias)
+        self.o = glorot_linear(width, width, bias)
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, _ = x.shape
+        return x.view(b, n, self.num_heads, self.head_dim).transpose(1, 2)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``x`` [B, N, D]; ``mask`` an additive float mask broadcastable to [B, heads, N, N]."""
+        b, n, d = x.shape
+        q, k, v = self._heads(self.q(x)), self._heads(self.k(x)), self._heads(self.v(x))
+        if mask is not None:
+            mask = mask.to(q.dtype)
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0, scale=self.scale
+        )
+        return self.o(y.transpose(1, 2).reshape(b, n, d))
+
+
+class MLP(nn.Module):
+    """Linear -> exact GELU -> dropout -> Linear (the ViT / T5 GELU feed-forward)."""
+
+    def __init__(self, width: int, hidden: int, bias: bool = True, dropout: float = 0.0):
+        super().__init__()
+        self.fc1 = glorot_linear(width, hidden, bias)
+        self.fc2 = glorot_linear(hidden, width, bias)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.drop(F.gelu(self.fc1(x))))
+
+
+class TransformerBlock(nn.Module):
+    """Pre-LN block: ``x + drop(attn(LN(x)))`` then ``x + drop(mlp(LN(x)))`` (LayerNorm eps 1e-6)."""
+
+    def __init__(self, cfg: EncoderConfig, dropout: float = 0.1, eps: float = 1e-6):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(cfg.width, eps=eps)
+        self.attn = Attention(cfg.width, cfg.num_heads, bias=True, scaled=True, dropout=dropout)
+        self.norm2 = nn.LayerNorm(cfg.width, eps=eps)
+        self.mlp = MLP(cfg.width, cfg.mlp_dim, bias=True, dropout=dropout)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self.drop(self.attn(self.norm1(x), mask))
+        return x + self.drop(self.mlp(self.norm2(x)))
+
+
+class TransformerEncoder(nn.Module):
+    """A stack of :class:`TransformerBlock` followed by a final LayerNorm and dropout.
+
+    Input and output ``[B, N, D]``; ``mask`` is an additive float mask ``[B, 1, 1, N]`` (0 keep,
+    large negative drop) or None.
+    """
+
+    def __init__(self, cfg: EncoderConfig, dropout: float = 0.1, eps: float = 1e-6):
+        super().__init__()
+        self.blocks = nn.ModuleList(TransformerBlock(cfg, dropout, eps) for _ in range(cfg.num_layers))
+        self.norm = nn.LayerNorm(cfg.width, eps=eps)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        for block in self.blocks:
+            x = block(x, mask)
+        return self.drop(self.norm(x))
+
+
+class RMSNorm(nn.Module):
+    """T5 layer norm: ``w * x / sqrt(mean(x^2) + eps)`` (no mean subtraction, no bias)."""
+
+    def __init__(self, width: int, eps: float = 1e-6):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(width))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        var = x.float().pow(2).mean(-1, keepdim=True)
+        return self.weight * (x.float() * torch.rsqrt(var + self.eps)).to(x.dtype)
+
+
+def relative_position_bucket(relative: torch.Tensor, num_buckets: int = 32, max_distance: int = 64) -> torch.Tensor:
+    """T5 bidirectional bucketing of ``relative = key_pos - query_pos`` into ``[0, num_buckets)``.
+
+    Half the buckets hold keys before the query, half after; within each half, distances below
+    ``num_buckets / 4`` get their own bucket and larger ones share log-spaced buckets up to
+    ``max_distance``.
+    """
+    half = num_buckets // 2
+    bucket = (relative > 0).long() * half
+    n = relative.abs()
+    exact = half // 2
+    is_small = n < exact
+    large = exact + (
+        torch.log(n.float().clamp(min=1) / exact) / math.log(max_distance / exact) * (half - exact)
+    ).long()
+    large = large.clamp(max=half - 1)
+    return bucket + torch.where(is_small, n, large)
+
+
+class T5RelativeBias(nn.Module):
+    """Learned per-head bias of the bucketed relative position, ``[1, heads, N, N]``.
+
+    Computed once (the official code owns it in layer 0) and added to the scores of every layer.
+    """
+
+    def __init__(self, num_heads: int, num_buckets: int = 32, max_distance: int = 64):
+        super().__init__()
+        self.num_buckets = num_buckets
+        self.max_distance = max_distance
+        self.embedding = nn.Embedding(num_buckets, num_heads)
+        nn.init.uniform_(self.embedding.weight, -0.05, 0.05)  # Keras Embedding default
+
+    def forward(self, n: int) -> torch.Tensor:
+        pos = torch.arange(n, device=self.embedding.weight.device)
+        buckets = relative_position_bucket(pos[None, :] - pos[:, None], self.num_buckets, self.max_distance)
+        return self.embedding(buckets).permute(2, 0, 1).unsqueeze(0)
+
+
+class T5Block(nn.Module):
+    """T5 encoder layer as in the official VATT text model.
+
+    ``x + drop(attn(RMSNorm(x), bias))`` with unscaled, bias-free attention, then
+    ``x + drop(mlp(LayerNorm(x)))`` with a bias-free GELU MLP. (The official code uses the T5
+    RMSNorm before attention but a standard Keras LayerNorm before the feed-forward; we follow it.)
+    """
+
+    def __init__(self, cfg: EncoderConfig, dropout: float = 0.1, eps: float = 1e-6):
+        super().__init__()
+        self.norm1 = RMSNorm(cfg.width, eps)
+        self.attn = Attention(cfg.width, cfg.num_heads, bias=False, scaled=False, dropout=dropout)
+        self.norm2 = nn.LayerNorm(cfg.width, eps=eps)
+        self.mlp = MLP(cfg.width, cfg.mlp_dim, bias=False, dropout=dropout)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        x = x + self.drop(self.attn(self.norm1(x), bias))
+        return x + self.drop(self.mlp(self.norm2(x)))

@@ -1,0 +1,311 @@
+"""The full VATT model: backbones + common-space heads, input checks, embedding API, save/load.
+
+Usage::
+
+    model = vatt.create_model("tiny")                      # or "mbs", "ma-medium", ...
+    out = model(video=clip, audio=wave, text=ids)         # dict of AGG features and embeddings
+    model.save_pretrained("my-model")                      # config.json + model.safetensors (+ vocab.json)
+    model = vatt.load_model("my-model")                    # eval mode
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from ..config import DEFAULT_PRESET, ModelConfig, _atomic_write_text, get_config
+from ..errors import CheckpointError, ConfigError, InputError, describe_tensor
+from ..text import WordTokenizer
+from .backbones import AudioTransformer, ModalityAgnosticTransformer, TextTransformer, VideoTransformer
+from .heads import CommonSpaceHeads
+
+log = logging.getLogger(__name__)
+
+CONFIG_FILE, WEIGHTS_FILE, VOCAB_FILE = "config.json", "model.safetensors", "vocab.json"
+CHECKPOINT_FORMAT = "vatt-model"
+# Inputs may overshoot [-1, 1] slightly after augmentation (e.g. audio noise); 0..255 pixels or
+# unscaled int16 audio are far outside.
+RANGE_MARGIN = 0.1
+
+
+class VATT(nn.Module):
+    """Video-Audio-Text Transformer.
+
+    Args:
+        config: the :class:`~vatt.config.ModelConfig` (see ``vatt.config`` presets).
+        tokenizer: the word vocabulary used to encode strings in :meth:`encode_text`, or None.
+
+    ``forward(video=None, audio=None, text=None)`` returns, for the modalities given:
+    ``video_agg`` [B, Dv], ``video_va`` [B, 512], ``video_vt`` [B, 256], ``audio_agg`` [B, Da],
+    ``audio_va`` [B, 512], ``text_agg`` [B, L, Dt] or [B, Dt], ``text_vt`` [B, L, 256] or [B, 256].
+    DropToken runs only in training mode.
+    """
+
+    def __init__(self, config: ModelConfig, tokenizer: WordTokenizer | None = None):
+        super().__init__()
+        config.check()
+        self.config = config
+        self.tokenizer = tokenizer
+        if config.modality_agnostic:
+            self.backbone = ModalityAgnosticTransformer(config)
+            dims = (self.backbone.width,) * 3
+        else:
+            self.video_backbone = VideoTransformer(config)
+            self.audio_backbone = AudioTransformer(config)
+            self.text_backbone = TextTransformer(config)
+            dims = (self.video_backbone.width, self.audio_backbone.width, self.text_backbone.width)
+        self.heads = CommonSpaceHeads(*dims, config.heads)
+
+    # -- forward -------------------------------------------------------------------------------
+    def _agg(self, modality: str, x: torch.Tensor) -> torch.Tensor:
+        if self.config.modality_agnostic:
+            return self.backbone(x, modality)
+        return getattr(self, f"{modality}_backbone")(x)
+
+    def forward(
+        self,
+        video: torch.Tensor | None = None,
+        audio: torch.Tensor | None = None,
+        text: torch.Tensor | None = None,
+        validate: bool | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Run the given modalities. ``validate`` (default ``config.validate_inputs``) checks
+        shapes, dtypes and value ranges and raises :class:`~vatt.errors.InputError`."""
+        if video is None and audio is None and text is None:
+            raise InputError("give at least one of video=, audio=, text=")
+        check = self.config.validate_inputs if validate is None else validate
+        out: dict[str, torch.Tensor] = {}
+        if video is not None:
+            if check:
+                self.check_video(video)
+            agg = self._agg("video", video)
+            out["video_agg"] = agg
+            out["video_va"], out["video_vt"] = self.heads.video(agg)
+        if audio is not None:
+            if check:
+                self.check_audio(audio)
+            agg = self._agg("audio", audio)
+            out["audio_agg"], out["audio_va"] = agg, self.heads.audio(agg)
+        if text is not None:
+            if check:
+                self.check_text(text)
+            flat = text.reshape(-1, text.shape[-1])
+            agg = self._agg("text", flat)
+            agg = agg.reshape(*text.shape[:-1], agg.shape[-1])
+            out["text_agg"], out["text_vt"] = agg, self.heads.text(agg)
+        return out
+
+    # -- input checks ----------------------------------------------------------------------------
+    def check_video(self, video: torch.Tensor) -> None:
+        v = self.config.video
+        expected = (
+            f"video [B, T, H, W, 3] float in [-1, 1] with T a multiple of {v.patch_size[0]} and H, W multiples of "
+            f"{v.patch_size[1]}x{v.patch_size[2]} (this model: [B, {v.num_frames}, {v.crop_size}, {v.crop_size}, 3])"
+        )
+        ok = (
+            isinstance(video, torch.Tensor)
+            and video.ndim == 5
+            and video.shape[-1] == 3
+            and video.is_floating_point()
+            and all(n > 0 and n % p == 0 for n, p in zip(video.shape[1:4], v.patch_size))
+        )
+        if not ok:
+            hint = " (channels-first? use x.permute(0, 2, 3, 4, 1))" if _channels_first(video) else ""
+            raise InputError(f"expected {expected}; got {describe_tensor(video)}{hint}")
+        _check_range(video, expected)
+
+    def check_audio(self, audio: torch.Tensor) -> None:
+        a = self.config.audio
+        expected = (
+            f"audio [B, S] float in [-1, 1] with S a multiple of {a.patch_size} (this model: "
+            f"[B, {a.num_samples}] at {a.sample_rate} Hz)"
+        )
+        ok = (
+            isinstance(audio, torch.Tensor)
+            and audio.ndim == 2
+            and audio.is_floating_point()
+            and audio.shape[1] > 0
+            and audio.shape[1] % a.patch_size == 0
+        )
+        if not ok:
+            raise InputError(f"expected {expected}; got {describe_tensor(audio)}")
+        _check_range(audio, expected)
+
+    def check_text(self, text: torch.Tensor) -> None:
+        t = self.config.text
+        expected = f"text ids int64 [B, {t.max_words}] or [B, L, {t.max_words}] with 0 <= id < {t.vocab_size}"
+        ok = (
+            isinstance(text, torch.Tensor)
+            and text.ndim in (2, 3)
+            and text.shape[-1] == t.max_words
+            and not text.is_floating_point()
+            and text.dtype != torch.bool
+        )
+        if not ok:
+            raise InputError(f"expected {expected}; got {describe_tensor(text)}")
+        if text.device.type != "meta" and text.numel():
+            lo, hi = int(text.min()), int(text.max())
+            if lo < 0 or hi >= t.vocab_size:
+                raise InputError(f"expected {expected}; got ids in [{lo}, {hi}] (a vocabulary larger than the model's?)")
+
+    # -- embedding API --------------------------------------------------------------------------
+    @torch.no_grad()
+    def _encode(self, **inputs) -> dict[str, torch.Tensor]:
+        was_training = self.training
+        self.eval()
+        try:
+            return self(**inputs)
+        finally:
+            self.train(was_training)
+
+    def encode_video(self, video: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Inference embeddings of clips ``[B, T, H, W, 3]`` in [-1, 1] (eval mode, no grad):
+        ``{"video_agg" [B, Dv], "video_va" [B, 512], "video_vt" [B, 256]}``."""
+        return self._encode(video=video.to(self._device))
+
+    def encode_audio(self, audio: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Inference embeddings of waveforms ``[B, S]`` in [-1, 1]: ``{"audio_agg", "audio_va"}``."""
+        return self._encode(audio=audio.to(self._device))
+
+    def encode_text(self, text: str | Sequence[str] | torch.Tensor) -> dict[str, torch.Tensor]:
+        """Inference embeddings of sentences: ``{"text_agg" [N, Dt], "text_vt" [N, 256]}``.
+
+        ``text``: a string (N = 1), a list of strings (tokenised with :attr:`tokenizer`), or ids
+        ``[N, W]`` / ``[B, L, W]`` (outputs then keep the leading dims).
+        """
+        if isinstance(text, str):
+            text = [text]
+        if not isinstance(text, torch.Tensor):
+            if self.tokenizer is None:
+                raise InputError(
+                    "this model has no vocabulary to tokenise strings; pass word ids, or create it with "
+                    "create_model(..., vocab=WordTokenizer)"
+                )
+            text = self.tokenizer.encode(list(text), self.config.text.max_words)
+        return self._encode(text=text.to(self._device))
+
+    @property
+    def _device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    # -- save / load ----------------------------------------------------------------------------
+    def save_pretrained(self, directory: str | os.PathLike) -> Path:
+        """Write ``config.json``, ``model.safetensors`` and (with a tokenizer) ``vocab.json``,
+        each atomically. Returns the directory."""
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=WEIGHTS_FILE, suffix=".tmp")
+        os.close(fd)
+        try:
+            save_file(state, tmp, metadata={"format": CHECKPOINT_FORMAT})
+            os.replace(tmp, directory / WEIGHTS_FILE)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        if self.tokenizer is not None:
+            self.tokenizer.save(directory / VOCAB_FILE)
+        meta = {"format": CHECKPOINT_FORMAT, "version": 1, "config": self.config.to_dict()}
+        _atomic_write_text(directory / CONFIG_FILE, json.dumps(meta, indent=2))
+        return directory
+
+    def num_parameters(self, trainable_only: bool = False) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
+
+
+def _channels_first(x) -> bool:
+    return isinstance(x, torch.Tensor) and x.ndim == 5 and x.shape[1] == 3 and x.shape[-1] != 3
+
+
+def _check_range(x: torch.Tensor, expected: str) -> None:
+    if x.device.type == "meta" or x.numel() == 0:
+        return
+    lo, hi = torch.aminmax(x.detach())
+    lo, hi = float(lo), float(hi)
+    if not (-1 - RANGE_MARGIN <= lo and hi <= 1 + RANGE_MARGIN):  # also catches NaN
+        hint = " (pixels 0..255? scale with x / 127.5 - 1)" if hi > 2 else ""
+        raise InputError(f"expected {expected}; got {describe_tensor(x)}{hint}")
+
+
+def create_model(name: str = DEFAULT_PRESET, vocab: WordTokenizer | None = None, **overrides: Any) -> VATT:
+    """Build a freshly initialised model from a preset name.
+
+    Args:
+        name: ``"tiny"``, ``"bbs"``, ``"mbs"`` (default), ``"lbs"`` or ``"ma-medium"``.
+        vocab: a :class:`~vatt.text.WordTokenizer`; sets ``text.vocab_size`` to its size unless
+            that is overridden, and becomes ``model.tokenizer``.
+        overrides: dotted keys (``**{"video.drop_rate": 0.25}``), ``video__drop_rate=0.25``, or
+            nested dicts (``video={"drop_rate": 0.25}``).
+    """
+    if isinstance(name, ModelConfig):
+        cfg = name.override(overrides)
+    else:
+        if vocab is not None and not _mentions_vocab_size(overrides):
+            overrides = {**overrides, "text.vocab_size": len(vocab)}
+        cfg = get_config(name, overrides)
+    if vocab is not None and len(vocab) > cfg.text.vocab_size:
+        raise ConfigError(f"the vocabulary has {len(vocab)} words but text.vocab_size is {cfg.text.vocab_size}")
+    return VATT(cfg, vocab)
+
+
+def _mentions_vocab_size(overrides: dict) -> bool:
+    text = overrides.get("text")
+    return (
+        "text.vocab_size" in overrides
+        or "text__vocab_size" in overrides
+        or (isinstance(text, dict) and "vocab_size" in text)
+    )
+
+
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> VATT:
+    """Load a model written by :meth:`VATT.save_pretrained` (or a run directory holding it in
+    ``model/``). Returns it in eval mode on ``device``."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    directory = path
+    if (path / "model" / CONFIG_FILE).is_file() and not (path / CONFIG_FILE).is_file():
+        directory = path / "model"
+    config_path, weights_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
+    if not path.exists():
+        raise CheckpointError(f"model not found: {path}")
+    if not (config_path.is_file() and weights_path.is_file()):
+        raise CheckpointError(
+            f"{path} is not a vatt model directory (expected {CONFIG_FILE} and {WEIGHTS_FILE}, as written by "
+            "model.save_pretrained)"
+        )
+    try:
+        meta = json.loads(config_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{config_path} is not valid JSON: {e}") from None
+    if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT or "config" not in meta:
+        raise CheckpointError(f"{config_path} is not a vatt model config (expected format '{CHECKPOINT_FORMAT}')")
+    try:
+        cfg = ModelConfig.from_dict(meta["config"])
+    except ConfigError as e:
+        raise CheckpointError(f"{config_path}: {e}") from None
+    tokenizer = WordTokenizer.load(directory / VOCAB_FILE) if (directory / VOCAB_FILE).is_file() else None
+    try:
+        state = load_file(str(weights_path), device=str(device))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{weights_path} is not a readable safetensors file: {e}") from None
+    with torch.device("meta"):  # no initialisation work: every tensor comes from the file
+        model = VATT(cfg, tokenizer)
+    try:
+        model.load_state_dict(state, strict=True, assign=True)
+    except RuntimeError as e:
+        first = str(e).splitlines()
+        raise CheckpointError(f"{weights_path} does not match its config: {' '.join(first[:3])[:500]}") from None
+    log.info("loaded %s model from %s", cfg.name, directory)
+    return model.to(device).eval()
+

@@ -1,0 +1,182 @@
+"""The full model: output contract, DropToken, embedding API, save/load, input errors."""
+
+import json
+
+import pytest
+import torch
+
+import vatt
+from vatt.errors import CheckpointError, ConfigError, InputError
+from vatt.model.tokenizers import drop_tokens, num_kept
+from vatt.text import WordTokenizer
+
+
+def tiny_batch(cfg, b=2, captions=5):
+    v, a, t = cfg.video, cfg.audio, cfg.text
+    video = torch.rand(b, v.num_frames, v.crop_size, v.crop_size, 3) * 2 - 1
+    audio = torch.rand(b, a.num_samples) * 2 - 1
+    text = torch.randint(2, t.vocab_size, (b, captions, t.max_words))
+    text[..., 9:] = 0  # padded tail
+    return video, audio, text
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    return vatt.create_model("tiny")
+
+
+def test_forward_contract_shapes(tiny):
+    video, audio, text = tiny_batch(tiny.config)
+    tiny.eval()
+    out = tiny(video=video, audio=audio, text=text)
+    d = 128
+    assert {k: tuple(v.shape) for k, v in out.items()} == {
+        "video_agg": (2, d), "video_va": (2, 512), "video_vt": (2, 256),
+        "audio_agg": (2, d), "audio_va": (2, 512),
+        "text_agg": (2, 5, d), "text_vt": (2, 5, 256),
+    }
+    single = tiny(text=text[:, 0])
+    assert set(single) == {"text_agg", "text_vt"} and single["text_vt"].shape == (2, 256)
+    # [B, L, W] is the same computation as L separate [B, W] calls (eval mode)
+    torch.testing.assert_close(single["text_vt"], out["text_vt"][:, 0], rtol=1e-5, atol=1e-5)
+
+
+def test_droptoken_only_in_training(tiny):
+    video, audio, _ = tiny_batch(tiny.config)
+    seen = []
+    hook = tiny.video_backbone.encoder.register_forward_pre_hook(lambda m, args: seen.append(args[0].shape[1]))
+    hook2 = tiny.audio_backbone.encoder.register_forward_pre_hook(lambda m, args: seen.append(args[0].shape[1]))
+    try:
+        tiny.train()
+        tiny(video=video, audio=audio)
+        tiny.eval()
+        tiny(video=video, audio=audio)
+    finally:
+        hook.remove()
+        hook2.remove()
+    # tiny: 64 video tokens, 100 audio tokens; drop rate 0.5; +1 AGG token
+    assert seen == [32 + 1, 50 + 1, 64 + 1, 100 + 1]
+
+
+def test_drop_tokens_batch_shared_and_per_sample():
+    b, n, d = 4, 1568, 3
+    x = torch.arange(n, dtype=torch.float).view(1, n, 1).expand(b, n, d).contiguous()
+    shared = drop_tokens(x, 0.5)
+    assert shared.shape == (b, 784, d)
+    assert torch.equal(shared[0], shared[1]), "official DropToken shares one permutation across the batch"
+    assert len(set(shared[0, :, 0].tolist())) == 784  # no token kept twice
+    per = drop_tokens(x, 0.5, per_sample=True)
+    assert per.shape == (b, 784, d)
+    kept = [frozenset(per[i, :, 0].tolist()) for i in range(b)]
+    assert all(len(k) == 784 for k in kept)
+    assert len(set(kept)) == b, "per-sample DropToken draws a different subset per sample"
+    assert num_kept(1200, 0.5) == 600 and num_kept(1568, 0.25) == 1176 and num_kept(1200, 0.75) == 300
+    assert drop_tokens(x, 0.0) is x
+
+
+def test_per_sample_mode_from_config():
+    m = vatt.create_model("tiny", droptoken="sample").train()
+    assert m.video_backbone.per_sample_drop and m.audio_backbone.per_sample_drop
+
+
+def test_save_load_round_trip_bit_identical(tmp_path):
+    tok = WordTokenizer.build(["a man cuts an onion", "the dog runs to the ball"])
+    model = vatt.create_model("tiny", vocab=tok)
+    assert model.config.text.vocab_size == len(tok)
+    model.train()  # one training forward moves the BN running statistics away from their init
+    video, audio, _ = tiny_batch(model.config)
+    text = torch.randint(0, len(tok), (2, 5, 16))
+    model(video=video, audio=audio, text=text)
+    model.eval()
+    before = model(video=video, audio=audio, text=text)
+    model.save_pretrained(tmp_path / "m")
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["config.json", "model.safetensors", "vocab.json"]
+    loaded = vatt.load_model(tmp_path / "m")
+    assert not loaded.training
+    assert loaded.config == model.config
+    assert loaded.tokenizer == tok
+    after = loaded(video=video, audio=audio, text=text)
+    for k in before:
+        assert torch.equal(before[k], after[k]), k
+    # a run directory with the model in model/ loads too
+    model.save_pretrained(tmp_path / "run" / "model")
+    assert torch.equal(vatt.load_model(tmp_path / "run")(video=video)["video_vt"], before["video_vt"])
+    # strings are tokenised with the saved vocabulary
+    emb = loaded.encode_text(["a man cuts an onion", "the dog"])
+    assert emb["text_vt"].shape == (2, 256)
+    ids = tok.encode(["a man cuts an onion", "the dog"], 16)
+    with torch.no_grad():
+        torch.testing.assert_close(emb["text_vt"], loaded(text=ids)["text_vt"])
+
+
+def test_load_rejects_foreign_directories(tmp_path):
+    with pytest.raises(CheckpointError, match="not found"):
+        vatt.load_model(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match="not a vatt model directory"):
+        vatt.load_model(tmp_path / "empty")
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    (other / "model.safetensors").write_bytes(b"\x00" * 64)
+    with pytest.raises(CheckpointError, match="not a vatt model config"):
+        vatt.load_model(other)
+    good = vatt.create_model("tiny").save_pretrained(tmp_path / "good")
+    (good / "model.safetensors").write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="safetensors"):
+        vatt.load_model(good)
+    # a config that disagrees with the weights
+    vatt.create_model("tiny").save_pretrained(tmp_path / "mix")
+    meta = json.loads((tmp_path / "mix" / "config.json").read_text())
+    meta["config"]["video_encoder"]["num_layers"] = 3
+    (tmp_path / "mix" / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="does not match"):
+        vatt.load_model(tmp_path / "mix")
+
+
+def test_bad_inputs_raise_input_error(tiny):
+    video, audio, text = tiny_batch(tiny.config)
+    tiny.eval()
+    with pytest.raises(InputError, match=r"\[B, T, H, W, 3\] float in \[-1, 1\].*channels-first"):
+        tiny(video=video.permute(0, 4, 1, 2, 3))
+    with pytest.raises(InputError, match=r"0\.\.255"):
+        tiny(video=(video + 1) * 127.5)
+    with pytest.raises(InputError, match=r"\[B, T, H, W, 3\]"):
+        tiny(video=video.to(torch.uint8))
+    with pytest.raises(InputError, match="multiple"):
+        tiny(video=video[:, :, :60])
+    with pytest.raises(InputError, match=r"audio \[B, S\]"):
+        tiny(audio=audio[:, :100])
+    with pytest.raises(InputError, match=r"audio \[B, S\]"):
+        tiny(audio=audio * 30000)
+    with pytest.raises(InputError, match="ids in"):
+        tiny(text=text + 4096)
+    with pytest.raises(InputError, match="int64"):
+        tiny(text=text.float())
+    with pytest.raises(InputError, match="at least one"):
+        tiny()
+    with pytest.raises(InputError, match="no vocabulary"):
+        tiny.encode_text("hello")
+    # validation can be turned off for speed: the same bad range then runs
+    tiny(video=(video + 1) * 127.5, validate=False)
+
+
+def test_vocab_larger_than_table_is_an_error():
+    tok = WordTokenizer(["<pad>", "<unk>"] + [f"w{i}" for i in range(100)])
+    with pytest.raises(ConfigError, match="102 words"):
+        vatt.create_model("tiny", vocab=tok, **{"text.vocab_size": 50})
+
+
+def test_position_tables_resample_to_other_grids(tiny):
+    tiny.eval()
+    big = torch.rand(1, 8, 96, 96, 3) * 2 - 1  # 6x6 spatial grid instead of 4x4
+    still = torch.rand(1, 2, 64, 64, 3) * 2 - 1  # one temporal token (an image repeated)
+    assert tiny(video=big)["video_vt"].shape == (1, 256)
+    assert tiny(video=still)["video_vt"].shape == (1, 256)
+    pos = tiny.video_backbone.tokenizer.positions
+    same = pos.embedding((4, 4, 4))
+    # the table's own grid is used unchanged; a resampled one keeps its endpoints' trend
+    ref = (pos.temporal[:, None, None] + pos.vertical[None, :, None] + pos.horizontal[None, None, :]).reshape(64, -1)
+    torch.testing.assert_close(same, pos.norm(ref))
+    assert pos.embedding((1, 6, 6)).shape == (36, 128)
