@@ -1,0 +1,473 @@
+"""Fine-tuning (SPEC §5–§6): video classification, audio multi-label tagging, image classification.
+
+* **video**: AGG → dropout 0.5 → Linear(C); cross-entropy with label smoothing 0.1; SGD
+  momentum 0.9, linear warmup then cosine to 0; the backbone's gradients are clipped to global
+  norm 0.75 (the head's are not); test = 4 windows x 3 crops = 12 views per video, logits
+  averaged; top-1 / top-5.
+* **audio**: AGG → dropout → Linear(C) with bias −log(C−1) (a sigmoid prior of 1/C);
+  binary cross-entropy weighted by inverse class frequency; mixup with λ ~ Beta(5, 5); test =
+  window logits averaged; mAP / AUC / d′.
+* **image**: a still image repeated along time for one voxel depth (4 frames in the paper's
+  models → one temporal token); the model resamples its position tables to the new grid.
+  Otherwise as video (the 3 crops of the single "window").
+
+DropToken is off while fine-tuning (the official fine-tuning configs use drop rate 0).
+Checkpoints: ``OUT/checkpoint/`` holds ``model.safetensors`` (backbone + head),
+``optimizer.safetensors`` and ``state.json`` (step, config, classes), written atomically;
+rerunning the same command on the same ``OUT`` resumes from it. The final classifier is
+``OUT/classifier/``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from ..errors import CheckpointError, ConfigError, InputError, nearest
+from .embed import collate_views, eval_dataset
+from .metrics import multilabel_metrics, topk_accuracy
+
+log = logging.getLogger(__name__)
+
+TASKS = ("video", "audio", "image")
+
+
+@dataclass
+class FinetuneConfig:
+    """Fine-tuning hyper-parameters (defaults: the official video recipe, SPEC §5).
+
+    ``steps``: optimisation steps; ``warmup_steps``: linear warmup (official 2.5k of 100k+
+    steps; capped at a tenth of ``steps`` here so short runs still reach the peak rate).
+    """
+
+    task: str = "video"
+    steps: int = 1000
+    batch_size: int = 8
+    lr: float = 0.005
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    warmup_steps: int = 2500
+    label_smoothing: float = 0.1
+    head_dropout: float = 0.5
+    backbone_clip_norm: float = 0.75
+    mixup_alpha: float = 5.0  # audio: λ ~ Beta(alpha, alpha); 0 turns mixup off
+    test_windows: int = 4
+    test_crops: int = 3
+    checkpoint_every: int = 200
+    num_workers: int = 0
+    seed: int = 0
+    extra: dict = field(default_factory=dict)  # free-form notes saved with the checkpoint
+
+    def __post_init__(self):
+        if self.task not in TASKS:
+            raise ConfigError(f"unknown fine-tuning task '{self.task}'{nearest(self.task, TASKS)}")
+        if self.steps <= 0 or self.batch_size <= 0:
+            raise ConfigError(f"steps and batch_size must be positive, got {self.steps} and {self.batch_size}")
+        if self.test_crops not in (1, 3):
+            raise ConfigError(f"test_crops must be 1 or 3, got {self.test_crops}")
+
+    @property
+    def modality(self) -> str:
+        return "audio" if self.task == "audio" else "video"
+
+    @property
+    def effective_warmup(self) -> int:
+        return min(self.warmup_steps, max(1, self.steps // 10))
+
+
+class Classifier(nn.Module):
+    """A VATT backbone's AGG feature → dropout → Linear(C).
+
+    Args:
+        model: a :class:`vatt.model.VATT`; only its ``modality`` backbone is used.
+        modality: ``"video"`` or ``"audio"``.
+        num_classes: C.
+        bias_init: initial bias of the linear head (audio: −log(C−1)).
+    """
+
+    def __init__(self, model: nn.Module, modality: str, num_classes: int, *, dropout: float = 0.5,
+                 bias_init: float = 0.0):
+        super().__init__()
+        self.backbone = model
+        self.modality = modality
+        width = _agg_width(model, modality)
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(width, num_classes)
+        nn.init.zeros_(self.head.weight)  # official: zero-initialised classification kernel
+        nn.init.constant_(self.head.bias, bias_init)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        # The backbone alone: the common-space heads (and their BatchNorm) play no part here.
+        return self.backbone._agg(self.modality, x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x``: video ``[B, T, H, W, 3]`` or audio ``[B, S]`` -> logits ``[B, C]``."""
+        return self.head(self.dropout(self.features(x)))
+
+
+def _agg_width(model: nn.Module, modality: str) -> int:
+    if model.config.modality_agnostic:
+        return int(model.backbone.width)
+    return int(getattr(model, f"{modality}_backbone").width)
+
+
+# -- multi-view evaluation -----------------------------------------------------------------------
+@torch.no_grad()
+def predict_views(classifier: nn.Module, dataset: Dataset, *, batch_size: int = 4, device="cpu",
+                  num_workers: int = 0, progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits averaged over every view of each item.
+
+    Items carry ``"video"`` ``[V, T, H, W, 3]`` (V = windows x crops, 12 for the paper's test)
+    or ``"audio"`` ``[W, S]``; the classifier sees all views of a batch as one flat batch.
+    Returns ``(logits [N, C], labels)``.
+    """
+    modality = getattr(classifier, "modality", "video")
+    was_training = classifier.training
+    classifier.eval().to(device)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                        collate_fn=collate_views)
+    if progress:
+        from tqdm import tqdm
+
+        loader = tqdm(loader, desc="testing", unit="batch", leave=False)
+    logits, labels = [], []
+    try:
+        for batch in loader:
+            x = batch[modality]
+            n, views = x.shape[:2]
+            out = classifier(x.reshape(n * views, *x.shape[2:]).to(device)).float().cpu()
+            logits.append(out.reshape(n, views, -1).mean(1))
+            labels.append(torch.as_tensor(batch["label"]))
+    finally:
+        classifier.train(was_training)
+    if not logits:
+        raise InputError("the test set is empty")
+    return torch.cat(logits), torch.cat(labels)
+
+
+def test_metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict:
+    """top-1/top-5 for single-label ``labels [N]``; mAP/AUC/d′ for multi-hot ``labels [N, C]``."""
+    if labels.dim() == 2:
+        return multilabel_metrics(torch.sigmoid(logits), labels)
+    return topk_accuracy(logits, labels, ks=(1, 5))
+
+
+# -- optimisation --------------------------------------------------------------------------------
+def warmup_cosine(step: int, total: int, warmup: int) -> float:
+    """Learning-rate factor: linear 0→1 over ``warmup`` steps, then half-cosine 1→0 at ``total``."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def inverse_frequency_weights(labels: torch.Tensor) -> torch.Tensor:
+    """Per-class weights ``[C]`` ∝ 1 / (number of positives), normalised to mean 1 (multi-hot ``[N, C]``)."""
+    counts = labels.float().sum(0).clamp_min(1.0)
+    w = 1.0 / counts
+    return w * (len(w) / w.sum())
+
+
+def mixup(x: torch.Tensor, y: torch.Tensor, alpha: float, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Blend each sample with a shuffled partner: ``λ x + (1−λ) x[perm]``, one λ ~ Beta(α, α) per batch."""
+    if alpha <= 0 or len(x) < 2:
+        return x, y
+    lam = float(torch.distributions.Beta(alpha, alpha).sample())
+    perm = torch.randperm(len(x), generator=generator)
+    return lam * x + (1 - lam) * x[perm], lam * y + (1 - lam) * y[perm]
+
+
+def _loop(loader: DataLoader) -> Iterator[dict]:
+    while True:
+        empty = True
+        for batch in loader:
+            empty = False
+            yield batch
+        if empty:
+            raise InputError("the training set is empty")
+
+
+# -- data ----------------------------------------------------------------------------------------
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
+
+class ImageFolder(Dataset):
+    """Class-per-folder images as one-token-deep "videos" (``ROOT/<class>/<image>``).
+
+    Each image becomes ``[depth, crop, crop, 3]`` in [-1, 1] (``depth`` = the video voxel's
+    temporal size, so it is one temporal token). Training: the video augmentation of
+    :mod:`vatt.data.transforms`; test: ``num_crops`` views stacked as ``[V, depth, crop, crop, 3]``.
+    """
+
+    def __init__(self, root, data_cfg, depth: int, *, train: bool, num_crops: int = 1, classes=None, seed: int = 0):
+        root = Path(root)
+        if not root.is_dir():
+            raise InputError(f"expected a folder of class folders of images, got {root}")
+        self.classes = list(classes) if classes is not None else sorted(p.name for p in root.iterdir() if p.is_dir())
+        self.items = [(p, i) for i, c in enumerate(self.classes) if (root / c).is_dir()
+                      for p in sorted((root / c).iterdir()) if p.suffix.lower() in IMAGE_EXTENSIONS]
+        if not self.items:
+            raise InputError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in class folders under {root}")
+        self.cfg, self.depth, self.train, self.num_crops, self.seed = data_cfg, depth, train, num_crops, seed
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict:
+        import numpy as np
+        from PIL import Image
+
+        from ..data import transforms
+
+        path, label = self.items[i]
+        try:
+            with Image.open(path) as im:
+                frame = np.asarray(im.convert("RGB"))
+        except OSError as e:
+            raise InputError(f"cannot read image {path}: {e}") from None
+        frames = np.repeat(frame[None], self.depth, axis=0)  # a still, repeated along time
+        if self.train:
+            rng = np.random.default_rng([self.seed, self.epoch, i])
+            self.epoch += 0
+            video = transforms.train_video(frames, self.cfg, rng)
+        else:
+            video = transforms.eval_video(frames, self.cfg, self.num_crops)
+        return {"video": video, "label": label, "key": str(path)}
+
+
+def _data_config(model, *, image_depth: int | None = None):
+    from ..data import DataConfig
+
+    cfg = DataConfig.from_model_config(model.config)
+    return cfg if image_depth is None else cfg.replace(num_frames=image_depth)
+
+
+def build_train_dataset(model, source, cfg: FinetuneConfig) -> Dataset:
+    """Augmented training clips of a labelled source (one random window per item and epoch)."""
+    if isinstance(source, Dataset):
+        return source
+    if cfg.task == "image":
+        return ImageFolder(source, _data_config(model, image_depth=_image_depth(model)), _image_depth(model),
+                           train=True, seed=cfg.seed)
+    from ..data import build_dataset
+
+    return build_dataset(source, _data_config(model), model.tokenizer, train=True, seed=cfg.seed)
+
+
+def build_test_dataset(model, source, cfg: FinetuneConfig, classes=None) -> Dataset:
+    """Multi-view test items: ``test_windows x test_crops`` video views, or ``test_windows`` audio windows."""
+    if isinstance(source, Dataset):
+        return source
+    if cfg.task == "image":
+        return ImageFolder(source, _data_config(model, image_depth=_image_depth(model)), _image_depth(model),
+                           train=False, num_crops=cfg.test_crops, classes=classes)
+    crops = cfg.test_crops if cfg.task == "video" else 1
+    return eval_dataset(model, source, num_windows=cfg.test_windows, num_crops=crops)
+
+
+def _image_depth(model) -> int:
+    return int(model.config.video.patch_size[0])
+
+
+# -- checkpoints ---------------------------------------------------------------------------------
+def _save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict | None = None) -> None:
+    from safetensors.torch import save_file
+
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file({k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}, str(tmp),
+              metadata={k: json.dumps(v) for k, v in (metadata or {}).items()})
+    os.replace(tmp, path)
+
+
+def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f"{path} is not a readable safetensors file: {e}") from None
+
+
+def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    state = optimizer.state_dict()
+    tensors, scalars = {}, {}
+    for idx, st in state["state"].items():
+        for name, value in st.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"{idx}.{name}"] = value
+            else:
+                scalars[f"{idx}.{name}"] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def save_checkpoint(out_dir, classifier: Classifier, optimizer: torch.optim.Optimizer, step: int, info: dict) -> Path:
+    """Write ``out_dir/checkpoint/`` as a whole: files go to a fresh folder, then it is swapped in."""
+    out_dir = Path(out_dir)
+    final, new, old = out_dir / "checkpoint", out_dir / ".checkpoint.new", out_dir / ".checkpoint.old"
+    import shutil
+
+    shutil.rmtree(new, ignore_errors=True)
+    new.mkdir(parents=True)
+    _save_tensors(new / "model.safetensors", classifier.state_dict())
+    opt_tensors, opt_json = _optimizer_tensors(optimizer)
+    _save_tensors(new / "optimizer.safetensors", opt_tensors)
+    from ..data.io import atomic_write_json
+
+    atomic_write_json(new / "state.json", {"format": "vatt-finetune", "step": step, "optimizer": opt_json, **info})
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        os.replace(final, old)
+    os.replace(new, final)
+    shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def load_checkpoint(ckpt_dir, classifier: Classifier, optimizer: torch.optim.Optimizer | None = None) -> dict:
+    """Restore a :func:`save_checkpoint` folder into ``classifier`` (and ``optimizer``); returns state.json."""
+    ckpt_dir = Path(ckpt_dir)
+    state_path = ckpt_dir / "state.json"
+    if not state_path.is_file():
+        raise CheckpointError(f"{ckpt_dir} is not a fine-tuning checkpoint (no state.json)")
+    try:
+        state = json.loads(state_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{state_path} is corrupt: {e}") from None
+    if state.get("format") != "vatt-finetune":
+        raise CheckpointError(f"{state_path} is not a vatt fine-tuning state (format {state.get('format')!r})")
+    weights = _load_tensors(ckpt_dir / "model.safetensors")
+    missing, unexpected = classifier.load_state_dict(weights, strict=False)
+    if missing or unexpected:
+        raise CheckpointError(f"{ckpt_dir} does not match this classifier: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    if optimizer is not None:
+        tensors = _load_tensors(ckpt_dir / "optimizer.safetensors")
+        per_param: dict[int, dict] = {}
+        for key, value in tensors.items():
+            idx, name = key.split(".", 1)
+            per_param.setdefault(int(idx), {})[name] = value
+        for key, value in state["optimizer"]["scalars"].items():
+            idx, name = key.split(".", 1)
+            per_param.setdefault(int(idx), {})[name] = value
+        optimizer.load_state_dict({"state": per_param, "param_groups": state["optimizer"]["param_groups"]})
+    return state
+
+
+# -- the protocol --------------------------------------------------------------------------------
+def finetune(model, train_source, val_source, out_dir=None, *, config: FinetuneConfig | None = None,
+             device="cpu", progress: bool = False, **overrides) -> dict:
+    """Fine-tune ``model`` on a labelled ``train_source`` and test on ``val_source``.
+
+    Args:
+        model: a VATT model (changed in place: its backbone is trained).
+        train_source, val_source: labelled sources (video/audio: see docs/DATA.md; image: a
+            folder of class folders) or built datasets.
+        out_dir: where checkpoints go (resumed when present); None keeps everything in memory.
+        config: :class:`FinetuneConfig`; ``overrides`` replace its fields (``steps=200``).
+    Returns:
+        ``{"task", "steps", "num_classes", "chance", "train_loss",`` and for video/image
+        ``"top1", "top5"`` (fractions) or for audio ``"mAP", "AUC", "d_prime"}``.
+    """
+    cfg = dataclasses.replace(config or FinetuneConfig(), **overrides)
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    _no_droptoken(model)
+    train_set = build_train_dataset(model, train_source, cfg)
+    classes = getattr(train_set, "classes", None)
+    multilabel = cfg.task == "audio"
+    num_classes, label_stats = _label_info(train_set, classes, multilabel)
+    bias = -math.log(num_classes - 1) if multilabel and num_classes > 1 else 0.0
+    classifier = Classifier(model, cfg.modality, num_classes, dropout=cfg.head_dropout, bias_init=bias).to(device)
+    backbone_params = list(classifier.backbone.parameters())
+    head_params = list(classifier.head.parameters())
+    optimizer = torch.optim.SGD([{"params": backbone_params}, {"params": head_params}], lr=cfg.lr,
+                                momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    start = 0
+    if out_dir is not None and (Path(out_dir) / "checkpoint").is_dir():
+        state = load_checkpoint(Path(out_dir) / "checkpoint", classifier, optimizer)
+        start = int(state["step"])
+        log.info("resuming fine-tuning from step %d of %d (%s)", start, cfg.steps, out_dir)
+    pos_weight = inverse_frequency_weights(label_stats).to(device) if multilabel else None
+    loader = DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True, drop_last=len(train_set) > cfg.batch_size,
+                        num_workers=cfg.num_workers, collate_fn=collate_views, generator=gen)
+    batches = _loop(loader)
+    info = {"config": dataclasses.asdict(cfg), "classes": classes, "num_classes": num_classes}
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=cfg.steps, initial=start, desc=f"fine-tune {cfg.task}", unit="step")
+    classifier.train()
+    losses = []
+    for step in range(start, cfg.steps):
+        batch = next(batches)
+        x, y = batch[cfg.modality].to(device), torch.as_tensor(batch["label"]).to(device)
+        for group in optimizer.param_groups:
+            group["lr"] = cfg.lr * warmup_cosine(step, cfg.steps, cfg.effective_warmup)
+        if multilabel:
+            x, y = mixup(x, y.float(), cfg.mixup_alpha, gen)
+            per_class = nn.functional.binary_cross_entropy_with_logits(classifier(x), y, reduction="none")
+            loss = (per_class * pos_weight).mean()
+        else:
+            loss = nn.functional.cross_entropy(classifier(x), y.long(), label_smoothing=cfg.label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.backbone_clip_norm > 0:
+            torch.nn.utils.clip_grad_norm_(backbone_params, cfg.backbone_clip_norm)
+        optimizer.step()
+        losses.append(float(loss))
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{losses[-1]:.4f}")
+        if out_dir is not None and ((step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps):
+            save_checkpoint(out_dir, classifier, optimizer, step + 1, info)
+    if bar is not None:
+        bar.close()
+    test_set = build_test_dataset(model, val_source, cfg, classes)
+    logits, labels = predict_views(classifier, test_set, device=device, num_workers=cfg.num_workers,
+                                   progress=progress)
+    metrics = test_metrics(logits, labels)
+    result = {"task": cfg.task, "steps": cfg.steps, "num_classes": num_classes, "num_test": len(labels),
+              "chance": 1.0 / num_classes, "train_loss": sum(losses[-20:]) / max(1, len(losses[-20:])), **metrics}
+    log.info("fine-tuning %s: %s", cfg.task, result)
+    if out_dir is not None:
+        from ..data.io import atomic_write_json
+
+        atomic_write_json(Path(out_dir) / "results.json", result)
+    return result
+
+
+def _no_droptoken(model) -> None:
+    """Fine-tuning keeps every token (official fine-tuning configs use drop rate 0)."""
+    for modality in ("video", "audio"):
+        getattr(model.config, modality).drop_rate = 0.0
+        backbone = getattr(model, f"{modality}_backbone", None)
+        if backbone is not None:
+            backbone.drop_rate = 0.0
+    if model.config.modality_agnostic:
+        model.backbone.drop_rates = {"video": 0.0, "audio": 0.0}
+
+
+def _label_info(dataset: Dataset, classes, multilabel: bool) -> tuple[int, torch.Tensor]:
+    """Number of classes and (multi-label) the ``[N, C]`` label matrix of the training set."""
+    labels = getattr(dataset, "labels", None)
+    if labels is None:
+        labels = [dataset[i]["label"] for i in range(len(dataset))] if not classes or multilabel else None
+    if multilabel:
+        stack = torch.stack([torch.as_tensor(l).float() for l in labels])
+        if stack.dim() != 2:
+            raise InputError(f"audio fine-tuning needs multi-hot labels [C], got labels of shape {list(stack.shape[1:])}")
+        return stack.shape[1], stack
+    if classes:
+        return len(classes), torch.empty(0)
+    return int(max(int(l) for l in labels)) + 1, torch.empty(0)

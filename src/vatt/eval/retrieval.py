@@ -1,0 +1,114 @@
+"""Zero-shot retrieval (SPEC §6): text→video, video→text, audio↔video, no training.
+
+Protocol: every test video is cut into ``num_windows`` evenly spaced windows (centre crop); the
+model embeds each window into S_vt (256-d, for text) and S_va (512-d, for audio); embeddings are
+L2-normalised. Two ways to turn windows into one score per (query, video):
+
+* ``average="embeddings"``: mean of the normalised window embeddings, normalised again,
+  then cosine similarity;
+* ``average="similarities"``: cosine similarity with each window, then the mean.
+
+For audio↔video both sides have windows: the mean is over all (audio window, video window)
+pairs. Each video has one text query: caption ``caption_index`` of its 5 (index 0 is the
+caption of the clip's own window - the centre of the video for evaluation sets; see
+docs/EVALUATION.md). Ranks use pessimistic ties (:mod:`vatt.eval.metrics`).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from ..errors import InputError
+from .embed import eval_dataset, extract_features, l2_normalize
+from .metrics import retrieval_metrics
+
+log = logging.getLogger(__name__)
+
+AVERAGES = ("embeddings", "similarities")
+
+
+def window_similarity(queries: torch.Tensor, candidates: torch.Tensor, average: str = "embeddings") -> torch.Tensor:
+    """Cosine similarity ``[Nq, Nc]`` of multi-window queries ``[Nq, Wq, D]`` and candidates ``[Nc, Wc, D]``.
+
+    ``"embeddings"``: windows' unit vectors averaged and re-normalised on each side, then one
+    cosine. ``"similarities"``: mean over all ``Wq x Wc`` window pairs of the cosines.
+    """
+    if average not in AVERAGES:
+        raise InputError(f"average must be one of {AVERAGES}, got {average!r}")
+    if queries.dim() != 3 or candidates.dim() != 3 or queries.shape[-1] != candidates.shape[-1]:
+        raise InputError(f"expected [Nq, Wq, D] and [Nc, Wc, D], got {list(queries.shape)} and {list(candidates.shape)}")
+    q, c = l2_normalize(queries.float()), l2_normalize(candidates.float())
+    if average == "embeddings":
+        return l2_normalize(q.mean(1)) @ l2_normalize(c.mean(1)).t()
+    # mean_{i,j} <q_i, c_j> = <mean_i q_i, mean_j c_j>: exact and O(N^2 D) instead of O(N^2 W^2 D)
+    return q.mean(1) @ c.mean(1).t()
+
+
+def retrieval_from_features(feats: dict, *, average: str = "embeddings", caption_index: int = 0,
+                            ties: str = "pessimistic") -> dict:
+    """Retrieval metrics from :func:`vatt.eval.embed.extract_features` output.
+
+    Needs ``"video_vt"`` ``[N, V, 256]`` and ``"text_vt"`` ``[N, 5, 256]``; adds audio↔video
+    when ``"video_va"`` and ``"audio_va"`` are present. Items whose text (audio) mask is 0 are
+    left out of the text (audio) directions.
+    Returns ``{"text_to_video": {"R@1", "R@5", "R@10", "MedR", "MeanR"}, "video_to_text": ...,
+    ["audio_to_video", "video_to_audio",] "num_videos": N, "average": average}``.
+    """
+    n = feats["video_vt"].shape[0]
+    if n < 2:
+        raise InputError(f"retrieval needs at least 2 videos, got {n}")
+    result: dict = {"average": average, "num_videos": n}
+    text_mask = feats.get("text_mask", torch.ones(n)) > 0
+    if "text_vt" in feats and text_mask.sum() >= 2:
+        if not 0 <= caption_index < feats["text_vt"].shape[1]:
+            raise InputError(f"caption_index must be in [0, {feats['text_vt'].shape[1]}), got {caption_index}")
+        text = feats["text_vt"][text_mask][:, caption_index : caption_index + 1]
+        sim = window_similarity(text, feats["video_vt"][text_mask], average)  # [N, N]
+        result["text_to_video"] = retrieval_metrics(sim, ties=ties)
+        result["video_to_text"] = retrieval_metrics(sim.t(), ties=ties)
+        result["num_text_queries"] = int(text_mask.sum())
+    audio_mask = feats.get("audio_mask", torch.zeros(n)) > 0
+    if "audio_va" in feats and "video_va" in feats and audio_mask.sum() >= 2:
+        sim = window_similarity(feats["audio_va"][audio_mask], feats["video_va"][audio_mask], average)
+        result["audio_to_video"] = retrieval_metrics(sim, ties=ties)
+        result["video_to_audio"] = retrieval_metrics(sim.t(), ties=ties)
+        result["num_audio_queries"] = int(audio_mask.sum())
+    return result
+
+
+def zero_shot_retrieval(model, source, *, num_windows: int = 4, batch_size: int = 8, device="cpu",
+                        num_workers: int = 0, average: str = "embeddings", caption_index: int = 0,
+                        with_audio: bool = True, progress: bool = False) -> dict:
+    """Zero-shot text↔video (and audio↔video) retrieval of ``model`` on ``source``.
+
+    Args:
+        source: an evaluation source for :func:`vatt.data.build_eval_dataset` (or a built one).
+        num_windows: windows per video (paper: 4).
+        average: ``"embeddings"`` or ``"similarities"`` (see the module docstring).
+    Returns:
+        see :func:`retrieval_from_features`; R@K are fractions in [0, 1], ranks are 1-based.
+    """
+    if average not in AVERAGES:
+        raise InputError(f"average must be one of {AVERAGES}, got {average!r}")
+    dataset = eval_dataset(model, source, num_windows=num_windows)
+    outputs = ["video_vt", "text_vt"] + (["video_va", "audio_va"] if with_audio else [])
+    feats = extract_features(model, dataset, outputs=_available(dataset, outputs), batch_size=batch_size,
+                             device=device, num_workers=num_workers, progress=progress)
+    result = retrieval_from_features(feats, average=average, caption_index=caption_index)
+    log.info("zero-shot retrieval on %d videos (%s): %s", result["num_videos"], average,
+             {k: v for k, v in result.get("text_to_video", {}).items()})
+    return result
+
+
+def _available(dataset, outputs: list[str]) -> list[str]:
+    """Drop the outputs of modalities the dataset's items do not carry at all.
+
+    Items that carry a modality with mask 0 (e.g. a video without an audio track) are kept and
+    left out later by :func:`retrieval_from_features`.
+    """
+    if len(dataset) == 0:
+        raise InputError("the evaluation set is empty")
+    item = dataset[0]
+    return [name for name in outputs if name.split("_")[0] in item]
