@@ -172,8 +172,10 @@ class ModelConfig:
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
         try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))  # YAML is a superset of JSON
-        except (yaml.YAMLError, UnicodeDecodeError) as e:
+            text = path.read_text(encoding="utf-8")
+            # JSON with json: PyYAML would read JSON's 1e-05 (no dot) as a string.
+            data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        except (yaml.YAMLError, json.JSONDecodeError, UnicodeDecodeError) as e:
             raise ConfigError(f"{path} is not a valid JSON/YAML config: {e}") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{path} should hold a mapping of config keys, got {type(data).__name__}")
@@ -295,8 +297,10 @@ def _set_dotted(data: dict, key: str, value: Any) -> None:
         types = _field_types(cls)
         path = ".".join(parts[:i])
         if part not in types:
+            bad = ".".join(parts[: i + 1])
             valid = [f"{path}.{k}" if path else k for k in types]
-            raise ConfigError(f"unknown config key {key!r}{nearest(key, valid)}")
+            where = f" (in {key!r})" if bad != key else ""
+            raise ConfigError(f"unknown config key {bad!r}{nearest(bad, valid)}{where}")
         ftype = _dataclass_of(types[part])
         if i == len(parts) - 1:
             if ftype is not None and isinstance(value, str):
@@ -361,6 +365,11 @@ def _coerce(tp, value, key: str):
             raise ConfigError(f"{key} should be an integer, got {value!r}")
         return int(value)
     if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads 1e-5 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key} should be a number, got {value!r}")
         return float(value)

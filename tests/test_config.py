@@ -1,0 +1,91 @@
+"""Model configs: presets, JSON/YAML round trips, dotted overrides, errors naming the nearest key."""
+
+import pytest
+
+import vatt
+from vatt.config import SIZES, ModelConfig, apply_overrides, get_config, list_presets, parse_override
+from vatt.errors import ConfigError
+
+
+def test_presets_and_fixed_geometry():
+    assert list_presets() == ["tiny", "bbs", "mbs", "lbs", "ma-medium"]
+    assert ModelConfig().name == "mbs" and get_config() == ModelConfig()
+    mbs = get_config("mbs")
+    assert (mbs.video.num_frames, mbs.video.fps, mbs.video.crop_size, mbs.video.patch_size) == (32, 10.0, 224, (4, 16, 16))
+    assert mbs.video.grid == (8, 14, 14) and mbs.video.num_tokens == 1568
+    assert (mbs.audio.sample_rate, mbs.audio.num_samples, mbs.audio.patch_size, mbs.audio.num_tokens) == (48000, 153600, 128, 1200)
+    assert (mbs.text.max_words, mbs.text.vocab_size, mbs.text.word_dim) == (16, 2**16, 300)
+    assert mbs.video_encoder == SIZES["medium"] and mbs.audio_encoder == SIZES["base"] and mbs.text_encoder == SIZES["small"]
+    assert get_config("bbs").video_encoder == SIZES["base"] and get_config("lbs").video_encoder == SIZES["large"]
+    assert get_config("ma-medium").shared_encoder == SIZES["medium"] and get_config("ma-medium").modality_agnostic
+    assert (mbs.heads.bn_placement, mbs.droptoken, mbs.dropout) == ("official", "batch", 0.1)
+    tiny = get_config("tiny")
+    assert tiny.video.grid == (4, 4, 4) and tiny.audio.num_tokens == 100
+    assert tiny.audio.num_samples / tiny.audio.sample_rate == tiny.video.num_frames / tiny.video.fps  # same window
+    assert (tiny.video.drop_rate, tiny.audio.drop_rate) == (0.5, 0.5)
+    for name in list_presets():  # head dim 64 everywhere
+        cfg = get_config(name)
+        for enc in (cfg.video_encoder, cfg.audio_encoder, cfg.text_encoder, cfg.shared_encoder):
+            assert enc is None or enc.width // enc.num_heads == 64
+
+
+@pytest.mark.parametrize("name", ["tiny", "mbs", "ma-medium"])
+def test_json_and_yaml_round_trip(tmp_path, name):
+    cfg = get_config(name, **{"video.drop_rate": 0.25, "heads.bn_placement": "paper"})
+    assert ModelConfig.from_dict(cfg.to_dict()) == cfg
+    for suffix in (".json", ".yaml"):
+        path = tmp_path / f"cfg{suffix}"
+        cfg.save(path)
+        assert ModelConfig.load(path) == cfg
+    assert "drop_rate: 0.25" in (tmp_path / "cfg.yaml").read_text()
+    assert (tmp_path / "cfg.json").read_text().lstrip().startswith("{")
+
+
+def test_overrides_dotted_nested_and_size_names():
+    a = get_config("tiny", **{"video.drop_rate": 0.25})
+    b = get_config("tiny", video={"drop_rate": 0.25})
+    c = get_config("tiny", video__drop_rate=0.25)
+    assert a == b == c and a.video.drop_rate == 0.25
+    assert a.video.crop_size == 64, "a nested dict changes only the keys it names"
+    d = get_config("mbs", video_encoder="large", **{"audio_encoder.num_layers": 2})
+    assert d.video_encoder == SIZES["large"] and d.audio_encoder.num_layers == 2 and d.audio_encoder.width == 768
+    assert get_config("tiny").override({"video.patch_size": [4, 16, 16]}).video.patch_size == (4, 16, 16)
+    assert parse_override("video.crop_size=320") == ("video.crop_size", 320)
+    assert parse_override("heads.bn_placement=paper") == ("heads.bn_placement", "paper")
+    m = vatt.create_model("tiny", **{"video.drop_rate": 0.25, "text.vocab_size": 100})
+    assert m.config.video.drop_rate == 0.25 and m.video_backbone.drop_rate == 0.25
+    assert m.text_backbone.words.weight.shape == (100, 64)
+
+
+def test_unknown_names_point_to_the_nearest():
+    with pytest.raises(ConfigError, match=r"unknown preset 'mbz' \(did you mean 'mbs'\?\)"):
+        get_config("mbz")
+    with pytest.raises(ConfigError, match=r"unknown preset 'ma_medium' \(did you mean 'ma-medium'\?\)"):
+        vatt.create_model("ma_medium")
+    with pytest.raises(ConfigError, match=r"'video.drop_rat' \(did you mean 'video.drop_rate'\?\)"):
+        get_config("tiny", **{"video.drop_rat": 0.1})
+    with pytest.raises(ConfigError, match=r"'vidoe' \(did you mean 'video'\?\)"):
+        get_config("tiny", vidoe={"drop_rate": 0.1})
+    with pytest.raises(ConfigError, match=r"'heads.bn_placment' \(did you mean 'heads.bn_placement'\?\)"):
+        ModelConfig.from_dict({"heads": {"bn_placment": "paper"}})
+    with pytest.raises(ConfigError, match=r"unknown encoder size 'medum' .*'medium'"):
+        get_config("tiny", video_encoder="medum")
+
+
+def test_bad_values_are_config_errors(tmp_path):
+    with pytest.raises(ConfigError, match="integer"):
+        get_config("tiny", **{"video.crop_size": "big"})
+    with pytest.raises(ConfigError, match="multiples"):
+        get_config("tiny", **{"video.crop_size": 70})
+    with pytest.raises(ConfigError, match="drop_rate"):
+        get_config("tiny", **{"audio.drop_rate": 1.0})
+    with pytest.raises(ConfigError, match="droptoken"):
+        get_config("tiny", droptoken="random")
+    with pytest.raises(ConfigError, match="bn_placement"):
+        get_config("tiny", **{"heads.bn_placement": "everywhere"})
+    with pytest.raises(ConfigError, match="not found"):
+        ModelConfig.load(tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError, match="key=value"):
+        parse_override("video.crop_size")
+    with pytest.raises(ConfigError, match="is a value, not a group"):
+        apply_overrides(get_config("tiny"), {"dropout.rate": 0.1})
