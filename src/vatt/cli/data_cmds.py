@@ -1,5 +1,116 @@
-"""Commands of this group are registered here (see vatt.cli.main)."""
+"""``vatt data synth|prepare|check`` and ``vatt vocab build``: argument parsing only; the work is
+in :mod:`vatt.data`."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+
+def _synth(args) -> int:
+    from tqdm import tqdm
+
+    from ..data.synth import default_counts, make_corpus
+
+    total = sum(default_counts(args.clips).values())
+    with tqdm(total=total, desc="synth", unit="file") as bar:
+        meta = make_corpus(args.out, clips=args.clips, seed=args.seed, workers=args.workers, progress=bar.update)
+    print(f"wrote the demo corpus to {args.out}")
+    for name, n in meta["counts"].items():
+        print(f"  {name:<15} {n:>6}")
+    print(f"  classes: {', '.join(meta['classes'])} (label = {meta['label']})")
+    return 0
+
+
+def _prepare(args) -> int:
+    from tqdm import tqdm
+
+    from ..data.shards import prepare_shards
+
+    bar = tqdm(desc="prepare", unit="file")
+    try:
+        report = prepare_shards(args.src, args.out, clip_seconds=args.clip_seconds, max_count=args.max_count,
+                                workers=args.workers, max_side=args.max_side, progress=bar.update,
+                                total=lambda n: setattr(bar, "total", n) or bar.refresh())
+    finally:
+        bar.close()
+    print(f"{report['clips']} clips from {report['files_ok']} files in {len(report['shards'])} shards -> {args.out}")
+    print(f"skipped {len(report['skipped'])} files; report: {report['report_path']}")
+    for item in report["skipped"][:10]:
+        print(f"  {item['reason']:<16} {item['path']}")
+    return 0
+
+
+def _check(args) -> int:
+    from tqdm import tqdm
+
+    from ..data.check import check_source
+
+    bar = tqdm(desc="check", unit="sample", disable=args.json)
+    try:
+        report = check_source(args.src, progress=bar.update, total=lambda n: setattr(bar, "total", n) or bar.refresh(),
+                              num_workers=args.workers)
+    finally:
+        bar.close()
+    if args.json:
+        json.dump(report, sys.stdout, indent=2)
+        print()
+        return 0
+    print(f"{args.src}: {report['total']} samples, {report['good']} good, {report['bad']} bad")
+    if report["reasons"]:
+        print(f"  {'reason':<20} {'count':>6}")
+        for reason, n in sorted(report["reasons"].items(), key=lambda kv: -kv[1]):
+            print(f"  {reason:<20} {n:>6}")
+    if report.get("masked"):
+        print("  masked modalities (sample kept):")
+        for reason, n in sorted(report["masked"].items(), key=lambda kv: -kv[1]):
+            print(f"  {reason:<20} {n:>6}")
+    return 0
+
+
+def _vocab_build(args) -> int:
+    from ..data.sources import caption_texts
+    from ..text import WordTokenizer
+
+    texts = caption_texts(args.src)
+    tok = WordTokenizer.build(texts, max_size=args.max_size, min_count=args.min_count)
+    tok.save(args.out)
+    print(f"{len(tok)} words (incl. <pad>, <unk>) from {len(texts)} captions -> {args.out}")
+    return 0
 
 
 def register(sub) -> None:
-    pass
+    data = sub.add_parser("data", help="build, convert and check media datasets")
+    dsub = data.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
+
+    p = dsub.add_parser("synth", help="write the built-in demo corpus (video + audio + narration)")
+    p.add_argument("out", help="output folder")
+    p.add_argument("--clips", type=int, default=200, help="pretraining clips (other subsets scale with it)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=1, help="parallel encoder processes")
+    p.set_defaults(func=_synth)
+
+    p = dsub.add_parser("prepare", help="cut videos + captions into fixed-length clips in WebDataset tar shards")
+    p.add_argument("src", help="folder of videos with sidecar captions, or a CSV/JSON manifest")
+    p.add_argument("out", help="output folder for shard-NNNNN.tar and prepare_report.json")
+    p.add_argument("--clip-seconds", type=float, default=10.0, help="length of each clip (s)")
+    p.add_argument("--max-count", type=int, default=256, help="samples per shard")
+    p.add_argument("--max-side", type=int, default=360, help="shorter side of re-encoded clips (px)")
+    p.add_argument("--workers", type=int, default=1)
+    p.set_defaults(func=_prepare)
+
+    p = dsub.add_parser("check", help="decode every sample as training would; count good and bad by reason")
+    p.add_argument("src", help="a data source (folder, manifest, shards)")
+    p.add_argument("--json", action="store_true", help="print the JSON report")
+    p.add_argument("--workers", type=int, default=0)
+    p.set_defaults(func=_check)
+
+    vocab = sub.add_parser("vocab", help="word vocabulary for the text tower")
+    vsub = vocab.add_subparsers(dest="vocab_command", metavar="SUBCOMMAND", required=True)
+    p = vsub.add_parser("build", help="build vocab.json from training captions")
+    p.add_argument("src", nargs="+", help="data sources or caption files (.srt/.vtt/.json/.txt)")
+    p.add_argument("--out", required=True, help="output vocab.json")
+    p.add_argument("--max-size", type=int, default=65536, help="entries incl. <pad> and <unk> (at most 65536)")
+    p.add_argument("--min-count", type=int, default=1, help="drop words seen fewer times")
+    p.set_defaults(func=_vocab_build)

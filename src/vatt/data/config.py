@@ -1,0 +1,109 @@
+"""Clip geometry and augmentation settings of the data pipeline (SPEC §4).
+
+The geometry comes from the model (``DataConfig.from_model_config(model.config)``) so a batch
+always has the shape the model was built for.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+
+from ..errors import ConfigError, nearest
+
+CROP_MODES = ("official", "inception")
+
+
+@dataclass
+class DataConfig:
+    """Clip geometry and augmentation.
+
+    Args:
+        num_frames: frames per clip, T.
+        fps: frame rate the clip is resampled to (frames picked by timestamp), frames/s.
+        crop_size: side of the square crop, pixels.
+        sample_rate: audio rate the window is resampled to, Hz.
+        num_samples: audio samples per clip, S (equal span to the video: T / fps seconds).
+        max_words: words per sentence (16).
+        num_captions: sentences per clip (5: the one at the window's centre and 4 neighbours).
+        min_resize: shorter side before cropping, pixels; default ``round(crop_size * 256 / 224)``.
+        crop_mode: ``"official"`` (resize + scale jitter + random crop; official default) or
+            ``"inception"`` (area 0.08-1, aspect 0.5-2, then resize; the paper's option).
+        scale_jitter: (low, high, probability) of the random shorter-side scale (0.8, 1.2, 0.8).
+        flip: horizontal flip in training.
+        color_jitter: brightness ±32/255, contrast/saturation 0.6-1.4, hue ±0.2 with p = 0.8.
+        color_jitter_prob: probability of applying colour jitter to a clip.
+        audio_noise: Gaussian noise of std ``audio_noise * max|x|`` added in training (0.01).
+        eval_crops: 1 (centre) or 3 (left/centre/right, or top/centre/bottom) views per window.
+        eval_windows: windows evenly spaced over the video at evaluation (4).
+    """
+
+    num_frames: int = 8
+    fps: float = 10.0
+    crop_size: int = 64
+    sample_rate: int = 16000
+    num_samples: int = 12800
+    max_words: int = 16
+    num_captions: int = 5
+    min_resize: int | None = None
+    crop_mode: str = "official"
+    scale_jitter: tuple[float, float, float] = (0.8, 1.2, 0.8)
+    flip: bool = True
+    color_jitter: bool = True
+    color_jitter_prob: float = 0.8
+    audio_noise: float = 0.01
+    eval_crops: int = 1
+    eval_windows: int = 4
+
+    def __post_init__(self):
+        if self.crop_mode not in CROP_MODES:
+            raise ConfigError(f"crop_mode must be one of {CROP_MODES}, got {self.crop_mode!r}")
+        if self.eval_crops not in (1, 3):
+            raise ConfigError(f"eval_crops must be 1 or 3, got {self.eval_crops}")
+        for name in ("num_frames", "crop_size", "sample_rate", "num_samples", "max_words", "num_captions", "eval_windows"):
+            if int(getattr(self, name)) <= 0:
+                raise ConfigError(f"DataConfig.{name} must be positive, got {getattr(self, name)}")
+        if self.fps <= 0:
+            raise ConfigError(f"DataConfig.fps must be positive, got {self.fps}")
+        self.scale_jitter = tuple(float(x) for x in self.scale_jitter)
+
+    @property
+    def resize(self) -> int:
+        """Shorter side before cropping, pixels."""
+        return int(self.min_resize or round(self.crop_size * 256 / 224))
+
+    @property
+    def clip_seconds(self) -> float:
+        """Length of one window in seconds (T / fps)."""
+        return self.num_frames / self.fps
+
+    @classmethod
+    def from_model_config(cls, model_cfg, **overrides) -> "DataConfig":
+        """Geometry from a model config (duck-typed: ``video``, ``audio``, ``text`` sections)."""
+        geo = dict(
+            num_frames=int(model_cfg.video.num_frames),
+            fps=float(model_cfg.video.fps),
+            crop_size=int(model_cfg.video.crop_size),
+            sample_rate=int(model_cfg.audio.sample_rate),
+            num_samples=int(model_cfg.audio.num_samples),
+            max_words=int(model_cfg.text.max_words),
+        )
+        geo.update(overrides)
+        return cls.from_dict(geo)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "DataConfig":
+        valid = {f.name for f in fields(cls)}
+        for k in d:
+            if k not in valid:
+                raise ConfigError(f"unknown data config key '{k}'{nearest(k, valid)}")
+        return cls(**d)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def replace(self, **kw) -> "DataConfig":
+        return replace(self, **kw)
+
+
+TINY = DataConfig()
+PAPER = DataConfig(num_frames=32, fps=10.0, crop_size=224, sample_rate=48000, num_samples=153600)

@@ -1,0 +1,83 @@
+"""Batches in the Batch contract (docs/ARCHITECTURE.md), with bad samples skipped and counted.
+
+Workers decode and augment (uint8 -> float32 in [-1, 1] happens in the worker); the main
+process receives stacked tensors plus each sample's problem report and adds the reports to the
+dataset's statistics, so ``dataset.stats()`` / ``loader.stats()`` are exact with any number of
+workers.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.data import DataLoader, IterableDataset
+
+_TENSOR_KEYS = ("video", "audio", "text", "video_mask", "audio_mask", "text_mask", "label")
+
+
+def collate(samples: list[dict]) -> dict:
+    """Stack samples into a batch dict; drops ``"_skip"`` markers but keeps their reports.
+
+    Returns the Batch-contract keys plus ``"captions"`` (list of lists of str) and the private
+    ``"_events"`` / ``"_good"`` consumed by :class:`VattLoader`. An all-bad batch has no tensors.
+    """
+    events = [e for s in samples for e in s.get("_events", ())]
+    good = [s for s in samples if not s.get("_skip")]
+    batch: dict = {"_events": events, "_good": len(good)}
+    if not good:
+        return batch
+    for k in _TENSOR_KEYS:
+        if k in good[0]:
+            batch[k] = torch.stack([s[k] for s in good])
+    batch["key"] = [s["key"] for s in good]
+    batch["captions"] = [s.get("captions", []) for s in good]
+    return batch
+
+
+def _worker_init(_):
+    torch.set_num_threads(1)
+
+
+class VattLoader(DataLoader):
+    """A :class:`torch.utils.data.DataLoader` that yields only non-empty batches and records
+    skipped / masked samples in ``dataset.stats()``."""
+
+    def __iter__(self):
+        stats = self.dataset._stats
+        for batch in super().__iter__():
+            stats.record(batch.pop("_events"), good=batch.pop("_good"))
+            if "key" in batch:
+                yield batch
+
+    def stats(self) -> dict:
+        return self.dataset.stats()
+
+
+def make_loader(dataset, batch_size: int, *, num_workers: int = 2, shuffle: bool | None = None,
+                drop_last: bool = True, seed: int = 0, pin_memory: bool | None = None,
+                prefetch_factor: int = 2, persistent_workers: bool = True, sampler=None) -> VattLoader:
+    """A loader of Batch-contract dicts.
+
+    Args:
+        dataset: from :func:`build_dataset` / :func:`build_eval_dataset`.
+        batch_size: samples per batch (per process).
+        num_workers: decoding processes (0 = in the main process).
+        shuffle: default: on for map-style training datasets, off otherwise.
+        drop_last: drop a last incomplete batch (training). Evaluation batches can also be
+            smaller when bad samples are dropped.
+        seed: seeds the shuffling and the workers' augmentation.
+        pin_memory: default: when CUDA is available.
+        sampler: e.g. a ``DistributedSampler`` for map-style datasets under torchrun.
+    """
+    iterable = isinstance(dataset, IterableDataset)
+    if shuffle is None:
+        shuffle = (not iterable) and sampler is None and bool(getattr(dataset, "train", False))
+    if iterable:
+        shuffle = False
+    g = torch.Generator()
+    g.manual_seed(seed)
+    kw = {}
+    if num_workers > 0:
+        kw = dict(prefetch_factor=prefetch_factor, persistent_workers=persistent_workers, worker_init_fn=_worker_init)
+    return VattLoader(dataset, batch_size=batch_size, shuffle=shuffle, sampler=sampler, num_workers=num_workers,
+                      collate_fn=collate, drop_last=drop_last, generator=g,
+                      pin_memory=torch.cuda.is_available() if pin_memory is None else pin_memory, **kw)

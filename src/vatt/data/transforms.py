@@ -1,0 +1,117 @@
+"""Clip augmentation on uint8 frames (SPEC §4), run inside loader workers.
+
+Training, official default: shorter side resized to ``cfg.resize`` times a scale jitter in
+[0.8, 1.2] (p = 0.8), random ``crop_size`` square, horizontal flip (p = 0.5), colour jitter
+(p = 0.8: brightness ±32/255, contrast and saturation 0.6-1.4, hue ±0.2 turns); the paper's
+Inception-style crop (area 0.08-1, aspect 0.5-2) is ``crop_mode="inception"``. One set of random
+parameters per clip, shared by all its frames. Evaluation: shorter side resized to
+``cfg.resize``, centre crop, or 3 crops along the longer side.
+
+The crop is located in source coordinates and only that region is resized, which equals
+"resize, then crop" up to interpolation and costs ``crop_size²`` per frame instead of the full
+frame. Output frames are float32 ``[T, crop, crop, 3]`` in [-1, 1].
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .config import DataConfig
+
+# RGB <-> YIQ: hue rotation is a rotation of the (I, Q) plane.
+_RGB2YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+_YIQ2RGB = torch.linalg.inv(_RGB2YIQ)
+
+
+def _crop_resize(frames: np.ndarray, box: tuple[int, int, int, int], size: int) -> torch.Tensor:
+    """uint8 ``[T, H, W, 3]``, box (top, left, h, w) -> float ``[T, size, size, 3]`` in [0, 1]."""
+    top, left, h, w = box
+    x = torch.from_numpy(np.ascontiguousarray(frames[:, top : top + h, left : left + w]))
+    x = x.permute(0, 3, 1, 2).float().div_(255.0)
+    if (h, w) != (size, size):
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=max(h, w) > size)
+    return x.permute(0, 2, 3, 1).clamp_(0.0, 1.0)
+
+
+def _official_box(H: int, W: int, cfg: DataConfig, rng: np.random.Generator) -> tuple[int, int, int, int]:
+    lo, hi, p = cfg.scale_jitter
+    scale = rng.uniform(lo, hi) if rng.random() < p else 1.0
+    short = max(cfg.crop_size, cfg.resize * scale)
+    side = min(min(H, W), max(1, round(cfg.crop_size * min(H, W) / short)))
+    top = int(rng.integers(0, H - side + 1))
+    left = int(rng.integers(0, W - side + 1))
+    return top, left, side, side
+
+
+def _inception_box(H: int, W: int, rng: np.random.Generator) -> tuple[int, int, int, int]:
+    area = H * W
+    for _ in range(10):
+        target = area * rng.uniform(0.08, 1.0)
+        aspect = math.exp(rng.uniform(math.log(0.5), math.log(2.0)))
+        w, h = round(math.sqrt(target * aspect)), round(math.sqrt(target / aspect))
+        if 0 < w <= W and 0 < h <= H:
+            return int(rng.integers(0, H - h + 1)), int(rng.integers(0, W - w + 1)), h, w
+    side = min(H, W)
+    return (H - side) // 2, (W - side) // 2, side, side
+
+
+def eval_boxes(H: int, W: int, cfg: DataConfig, num_crops: int = 1) -> list[tuple[int, int, int, int]]:
+    """Crop boxes (top, left, h, w) in source pixels: centre, or 3 along the longer side."""
+    side = min(min(H, W), max(1, round(cfg.crop_size * min(H, W) / cfg.resize)))
+    if num_crops == 1:
+        return [((H - side) // 2, (W - side) // 2, side, side)]
+    if W >= H:
+        return [((H - side) // 2, left, side, side) for left in (0, (W - side) // 2, W - side)]
+    return [(top, (W - side) // 2, side, side) for top in (0, (H - side) // 2, H - side)]
+
+
+def color_jitter(x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    """Brightness, contrast, saturation, hue on float ``[T, H, W, 3]`` in [0, 1] (one draw per clip)."""
+    x = x + float(rng.uniform(-32 / 255, 32 / 255))
+    gray = x @ torch.tensor([0.299, 0.587, 0.114])
+    c = float(rng.uniform(0.6, 1.4))
+    x = (x - gray.mean()) * c + gray.mean()
+    s = float(rng.uniform(0.6, 1.4))
+    gray = (x @ torch.tensor([0.299, 0.587, 0.114])).unsqueeze(-1)
+    x = gray + (x - gray) * s
+    theta = float(rng.uniform(-0.2, 0.2)) * 2 * math.pi
+    rot = torch.tensor([[1.0, 0, 0], [0, math.cos(theta), -math.sin(theta)], [0, math.sin(theta), math.cos(theta)]])
+    m = _YIQ2RGB @ rot @ _RGB2YIQ
+    return (x @ m.T).clamp_(0.0, 1.0)
+
+
+def train_video(frames: np.ndarray, cfg: DataConfig, rng: np.random.Generator) -> torch.Tensor:
+    """uint8 ``[T, H, W, 3]`` -> augmented float32 ``[T, crop, crop, 3]`` in [-1, 1]."""
+    T, H, W, _ = frames.shape
+    box = _inception_box(H, W, rng) if cfg.crop_mode == "inception" else _official_box(H, W, cfg, rng)
+    x = _crop_resize(frames, box, cfg.crop_size)
+    if cfg.flip and rng.random() < 0.5:
+        x = x.flip(2)
+    if cfg.color_jitter and rng.random() < cfg.color_jitter_prob:
+        x = color_jitter(x, rng)
+    return x.mul_(2.0).sub_(1.0).contiguous()
+
+
+def eval_video(frames: np.ndarray, cfg: DataConfig, num_crops: int = 1) -> torch.Tensor:
+    """uint8 ``[T, H, W, 3]`` -> float32 ``[num_crops, T, crop, crop, 3]`` in [-1, 1] (resize + crop)."""
+    T, H, W, _ = frames.shape
+    views = [_crop_resize(frames, box, cfg.crop_size) for box in eval_boxes(H, W, cfg, num_crops)]
+    return torch.stack(views).mul_(2.0).sub_(1.0).contiguous()
+
+
+def train_audio(audio: np.ndarray, cfg: DataConfig, rng: np.random.Generator) -> torch.Tensor:
+    """float32 ``[S]`` -> ``[S]`` with Gaussian noise of std ``cfg.audio_noise * max|x|``, clipped to [-1, 1]."""
+    x = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))
+    peak = float(x.abs().max()) if x.numel() else 0.0
+    if cfg.audio_noise > 0 and peak > 0:
+        g = torch.Generator().manual_seed(int(rng.integers(0, 2**62)))
+        x = x + torch.randn(x.shape, generator=g) * (cfg.audio_noise * peak)
+    return x.clamp_(-1.0, 1.0)
+
+
+def eval_audio(audio: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)).clamp_(-1.0, 1.0)
