@@ -2,7 +2,6 @@
 
 import json
 
-
 from vatt.cli.main import main
 from vatt.config import get_config
 from vatt.tools.flops import forward_flops, model_info

@@ -133,6 +133,11 @@ def test_load_rejects_foreign_directories(tmp_path):
     (tmp_path / "mix" / "config.json").write_text(json.dumps(meta))
     with pytest.raises(CheckpointError, match="does not match"):
         vatt.load_model(tmp_path / "mix")
+    # a vocabulary larger than the saved word table
+    vatt.create_model("tiny", **{"text.vocab_size": 3}).save_pretrained(tmp_path / "voc")
+    WordTokenizer.build(["one two three four"]).save(tmp_path / "voc" / "vocab.json")
+    with pytest.raises(CheckpointError, match="6 words"):
+        vatt.load_model(tmp_path / "voc")
 
 
 def test_bad_inputs_raise_input_error(tiny):
@@ -180,3 +185,15 @@ def test_position_tables_resample_to_other_grids(tiny):
     ref = (pos.temporal[:, None, None] + pos.vertical[None, :, None] + pos.horizontal[None, None, :]).reshape(64, -1)
     torch.testing.assert_close(same, pos.norm(ref))
     assert pos.embedding((1, 6, 6)).shape == (36, 128)
+
+
+def test_pretrained_word_vectors_are_frozen_and_saved(tmp_path):
+    model = vatt.create_model("tiny", **{"text.vocab_size": 10})
+    vectors = torch.randn(10, 64)
+    model.set_word_vectors(vectors)
+    assert torch.equal(model.word_table.weight, vectors) and not model.word_table.weight.requires_grad
+    assert model.num_parameters(trainable_only=True) == model.num_parameters() - 10 * 64
+    loaded = vatt.load_model(model.save_pretrained(tmp_path / "m"))
+    assert not loaded.word_table.weight.requires_grad and torch.equal(loaded.word_table.weight, vectors)
+    with pytest.raises(InputError, match=r"\[10, 64\]"):
+        model.set_word_vectors(torch.randn(11, 64))

@@ -51,6 +51,11 @@ class VATT(nn.Module):
     def __init__(self, config: ModelConfig, tokenizer: WordTokenizer | None = None):
         super().__init__()
         config.check()
+        if tokenizer is not None and len(tokenizer) > config.text.vocab_size:
+            raise ConfigError(
+                f"the vocabulary has {len(tokenizer)} words but the word table has text.vocab_size="
+                f"{config.text.vocab_size} rows"
+            )
         self.config = config
         self.tokenizer = tokenizer
         if config.modality_agnostic:
@@ -218,6 +223,23 @@ class VATT(nn.Module):
         _atomic_write_text(directory / CONFIG_FILE, json.dumps(meta, indent=2))
         return directory
 
+    @property
+    def word_table(self) -> nn.Embedding:
+        """The ``[vocab_size, word_dim]`` word embedding table of the text tower."""
+        return self.backbone.text.embed if self.config.modality_agnostic else self.text_backbone.words
+
+    def set_word_vectors(self, vectors: torch.Tensor, trainable: bool = False) -> None:
+        """Use pretrained word vectors ``[vocab_size, word_dim]`` (row i = word id i of
+        :attr:`tokenizer`). Official VATT uses frozen word2vec vectors, hence ``trainable=False``."""
+        t = self.config.text
+        if not isinstance(vectors, torch.Tensor) or tuple(vectors.shape) != (t.vocab_size, t.word_dim):
+            raise InputError(f"expected word vectors [{t.vocab_size}, {t.word_dim}]; got {describe_tensor(vectors)}")
+        table = self.word_table
+        with torch.no_grad():
+            table.weight.copy_(vectors)
+        table.weight.requires_grad_(trainable)
+        self.config.text.trainable_word_table = trainable  # saved with the model
+
     def num_parameters(self, trainable_only: bool = False) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
 
@@ -252,8 +274,6 @@ def create_model(name: str = DEFAULT_PRESET, vocab: WordTokenizer | None = None,
         if vocab is not None and not _mentions_vocab_size(overrides):
             overrides = {**overrides, "text.vocab_size": len(vocab)}
         cfg = get_config(name, overrides)
-    if vocab is not None and len(vocab) > cfg.text.vocab_size:
-        raise ConfigError(f"the vocabulary has {len(vocab)} words but text.vocab_size is {cfg.text.vocab_size}")
     return VATT(cfg, vocab)
 
 
@@ -299,8 +319,11 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> V
         state = load_file(str(weights_path), device=str(device))
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"{weights_path} is not a readable safetensors file: {e}") from None
-    with torch.device("meta"):  # no initialisation work: every tensor comes from the file
-        model = VATT(cfg, tokenizer)
+    try:
+        with torch.device("meta"):  # no initialisation work: every tensor comes from the file
+            model = VATT(cfg, tokenizer)
+    except ConfigError as e:
+        raise CheckpointError(f"{directory}: {e}") from None
     try:
         model.load_state_dict(state, strict=True, assign=True)
     except RuntimeError as e:
