@@ -105,6 +105,8 @@ class MediaReader:
         except Exception as e:  # FFmpeg reports many kinds of unreadable input
             raise MediaError(self.path, "not_media", f"{type(e).__name__}: {e}") from None
         self.info = self._probe()
+        st = self._c.start_time
+        self._t0 = st / 1_000_000 if st and st > 0 else 0.0  # MPEG-PS/TS files often start at ~0.5-1.4 s
         if not (self.info.has_video or self.info.has_audio):
             self.close()
             raise MediaError(self.path, "no_streams", "neither a video nor an audio track")
@@ -172,21 +174,28 @@ class MediaReader:
         """
         av = _av()
         start = max(0.0, float(start))
+        rel_start = start
+        start += self._t0  # times in the file are offset by its start time (e.g. MPEG-PS/TS)
         want_v = video and self._v is not None
         want_a = audio and self._a is not None
         times = start + np.arange(num_frames) / fps
         audio_end = start + num_samples / sample_rate
         end = max(times[-1] if want_v else 0.0, audio_end if want_a else 0.0)
         try:
-            frames, chunks, a_start = self._decode_span(start, end, times if want_v else None, want_a, sample_rate, short_side)
+            frames, chunks, a_start, last_t = self._decode_span(
+                start, end, times if want_v else None, want_a, sample_rate, short_side
+            )
         except MediaError:
             raise
         except (av.error.FFmpegError, ValueError, OSError, RuntimeError) as e:
             raise MediaError(self.path, "decode_error", f"{type(e).__name__}: {e}") from None
         out_v = out_a = None
         if want_v:
-            if frames is None:
-                raise MediaError(self.path, "no_frames", f"no decodable frame at or after {start:.2f}s")
+            # No frame near the window although the window lies inside the claimed duration:
+            # the file is truncated (or broken) there. The caller may retry from the start.
+            gap = max(0.1, 2.0 / self.info.fps) if self.info.fps > 0 else 0.1
+            if frames is None or (rel_start > 0 and last_t < start - gap):
+                raise MediaError(self.path, "no_frames", f"no decodable frame at or after {rel_start:.2f}s")
             out_v = frames
         if want_a:
             out_a = np.zeros(num_samples, np.float32)
@@ -198,21 +207,21 @@ class MediaReader:
                 if n > 0:
                     out_a[dst0 : dst0 + n] = pcm[src0 : src0 + n]
             np.clip(out_a, -1.0, 1.0, out=out_a)
-        return Window(out_v, out_a, start)
+        return Window(out_v, out_a, rel_start)
 
     def _decode_span(self, start, end, times, want_audio, sample_rate, short_side):
         av = _av()
         c = self._c
         streams = [s for s, want in ((self._v, times is not None), (self._a, want_audio)) if want and s is not None]
         if not streams:
-            return None, [], start
+            return None, [], start, -1.0
         try:
             c.seek(int(start * 1_000_000), backward=True, any_frame=False)
         except av.error.FFmpegError:
             c.seek(0)
         # Video: for each target time keep the latest frame at or before it.
         picks: list[np.ndarray | None] = [None] * (len(times) if times is not None else 0)
-        j, prev, prev_arr = 0, None, None
+        j, prev, prev_arr, last_t = 0, None, None, -1.0
         v_done = times is None
         # Audio: resample each decoded frame; remember the time of the first one kept.
         resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate) if want_audio else None
@@ -244,6 +253,7 @@ class MediaReader:
                             prev_arr = convert(prev)
                         picks[j] = prev_arr
                         j += 1
+                    last_t = t
                     if prev is not frame:
                         prev, prev_arr = frame, None
                     if j >= len(times):
@@ -279,7 +289,7 @@ class MediaReader:
             for k in range(j, len(times)):
                 picks[k] = last
             frames = np.stack(picks)
-        return frames, chunks, (a_start if a_start is not None else start)
+        return frames, chunks, (a_start if a_start is not None else start), last_t
 
 
 def probe(path: str | os.PathLike) -> MediaInfo:

@@ -289,9 +289,9 @@ def load_sample(
         if num_windows is None:
             starts = [float(rng.uniform(s0, last)) if train else (s0 + last) / 2]
         else:
-            starts = list(np.linspace(s0, last, num_windows)) if num_windows > 1 else [(s0 + last) / 2]
+            starts = [float(x) for x in np.linspace(s0, last, num_windows)] if num_windows > 1 else [(s0 + last) / 2]
         views, audios = [], []
-        for st in starts:
+        for k, st in enumerate(starts):
             try:
                 w = reader.read(st, num_frames=cfg.num_frames, fps=cfg.fps, sample_rate=cfg.sample_rate,
                                 num_samples=cfg.num_samples, short_side=cfg.resize * 2)
@@ -301,6 +301,7 @@ def load_sample(
                 # Metadata promised more than the file holds (truncated): fall back to the start.
                 w = reader.read(0.0, num_frames=cfg.num_frames, fps=cfg.fps, sample_rate=cfg.sample_rate,
                                 num_samples=cfg.num_samples, short_side=cfg.resize * 2)
+                starts[k] = 0.0
                 events.append((ref.path, "truncated", MASKED, "duration in metadata exceeds decodable data"))
             views.append(w.frames)
             audios.append(w.audio)
@@ -462,9 +463,9 @@ def _open_one(source: str, cfg, tokenizer, *, train, seed, strict, rank, world_s
     kind, path = detect_kind(source)
     common = dict(train=train, seed=seed, strict=strict, num_windows=num_windows, num_crops=num_crops)
     if kind == "shards":
-        if num_windows is not None:
-            common["num_windows"] = num_windows
-        return ShardDataset(path, cfg, tokenizer, rank=rank, world_size=world_size, **common)
+        folder = Path(path) if Path(path).is_dir() else Path(path).parent
+        names = classes or _read_classes_file(folder)
+        return ShardDataset(path, cfg, tokenizer, rank=rank, world_size=world_size, classes=names, **common)
     if kind == "manifest":
         refs, names, multi = index_manifest(path, classes)
         return ClipDataset(refs, cfg, tokenizer, classes=names, multi_label=multi, **common)
