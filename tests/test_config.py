@@ -55,6 +55,9 @@ def test_overrides_dotted_nested_and_size_names():
     m = vatt.create_model("tiny", **{"video.drop_rate": 0.25, "text.vocab_size": 100})
     assert m.config.video.drop_rate == 0.25 and m.video_backbone.drop_rate == 0.25
     assert m.text_backbone.words.weight.shape == (100, 64)
+    assert m.video_backbone.encoder.blocks[0].attn.dropout == 0.1  # official attention dropout
+    fast = vatt.create_model("tiny", attention_dropout=0.0)
+    assert all(b.attn.dropout == 0.0 for b in fast.text_backbone.blocks)
 
 
 def test_unknown_names_point_to_the_nearest():

@@ -120,6 +120,10 @@ class ModelConfig:
 
     ``droptoken``: ``"batch"`` (default, official: one random permutation shared by the batch) or
     ``"sample"`` (each sample keeps its own random subset; same count).
+    ``dropout``: on embeddings, residual branches, MLP hidden and final outputs (official 0.1).
+    ``attention_dropout``: on the attention probabilities (official 0.1). On CPU a non-zero value
+    makes ``scaled_dot_product_attention`` fall back from the fused kernel to the math path
+    (about 4x slower attention, N x N memory); set 0 for speed there. GPU kernels fuse it.
     ``validate_inputs``: check input shapes and ranges at every forward (one min/max per tensor);
     turn off for speed once the pipeline is known to be right.
     """
@@ -136,6 +140,7 @@ class ModelConfig:
     heads: HeadConfig = field(default_factory=HeadConfig)
     droptoken: str = "batch"
     dropout: float = 0.1
+    attention_dropout: float = 0.1
     layer_norm_eps: float = 1e-6
     validate_inputs: bool = True
 
@@ -199,6 +204,9 @@ class ModelConfig:
             rate = getattr(self, name).drop_rate
             if not 0.0 <= rate < 1.0:
                 raise ConfigError(f"{name}.drop_rate must be in [0, 1), got {rate}")
+        for key in ("dropout", "attention_dropout"):
+            if not 0.0 <= getattr(self, key) < 1.0:
+                raise ConfigError(f"{key} must be in [0, 1), got {getattr(self, key)}")
         if self.droptoken not in ("batch", "sample"):
             raise ConfigError(f"droptoken must be 'batch' or 'sample', got {self.droptoken!r}")
         if self.heads.bn_placement not in ("official", "paper"):

@@ -61,7 +61,7 @@ class VideoTransformer(_DropTokenMixin, nn.Module):
         self.per_sample_drop = cfg.droptoken == "sample"
         self.tokenizer = VideoTokenizer(cfg.video.patch_size, cfg.video.grid, enc.width, cfg.dropout, cfg.layer_norm_eps)
         self.agg = _agg_token(enc.width)
-        self.encoder = TransformerEncoder(enc, cfg.dropout, cfg.layer_norm_eps)
+        self.encoder = TransformerEncoder(enc, cfg.dropout, cfg.layer_norm_eps, cfg.attention_dropout)
 
     def forward(self, video: torch.Tensor) -> torch.Tensor:
         x, _ = self.tokenizer(video)
@@ -80,7 +80,7 @@ class AudioTransformer(_DropTokenMixin, nn.Module):
         self.per_sample_drop = cfg.droptoken == "sample"
         self.tokenizer = AudioTokenizer(cfg.audio.patch_size, cfg.audio.num_tokens, enc.width, cfg.dropout, cfg.layer_norm_eps)
         self.agg = _agg_token(enc.width)
-        self.encoder = TransformerEncoder(enc, cfg.dropout, cfg.layer_norm_eps)
+        self.encoder = TransformerEncoder(enc, cfg.dropout, cfg.layer_norm_eps, cfg.attention_dropout)
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
         x = prepend(self.agg, self._drop(self.tokenizer(audio)))
@@ -114,7 +114,9 @@ class TextTransformer(nn.Module):
         self.proj = glorot_linear(cfg.text.word_dim, enc.width, bias=False)
         self.drop = nn.Dropout(cfg.dropout)
         self.relative_bias = T5RelativeBias(enc.num_heads, cfg.text.num_buckets, cfg.text.max_distance)
-        self.blocks = nn.ModuleList(T5Block(enc, cfg.dropout, cfg.layer_norm_eps) for _ in range(enc.num_layers))
+        self.blocks = nn.ModuleList(
+            T5Block(enc, cfg.dropout, cfg.layer_norm_eps, cfg.attention_dropout) for _ in range(enc.num_layers)
+        )
         self.norm = RMSNorm(enc.width, cfg.layer_norm_eps)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
@@ -162,7 +164,7 @@ class ModalityAgnosticTransformer(nn.Module):
             d, TemporalPositions(cfg.audio.num_tokens, d, p, eps), d, cfg.post_proj_dim,
         )
         self.text = _Stem(_word_table(cfg), cfg.text.word_dim, TemporalPositions(cfg.text.max_words, d, p, eps), d, cfg.post_proj_dim)
-        self.encoder = TransformerEncoder(enc, p, eps)
+        self.encoder = TransformerEncoder(enc, p, eps, cfg.attention_dropout)
 
     def forward(self, x: torch.Tensor, modality: str) -> torch.Tensor:
         stem: _Stem = getattr(self, modality)

@@ -85,10 +85,10 @@ class MLP(nn.Module):
 class TransformerBlock(nn.Module):
     """Pre-LN block: ``x + drop(attn(LN(x)))`` then ``x + drop(mlp(LN(x)))`` (LayerNorm eps 1e-6)."""
 
-    def __init__(self, cfg: EncoderConfig, dropout: float = 0.1, eps: float = 1e-6):
+    def __init__(self, cfg: EncoderConfig, dropout: float = 0.1, eps: float = 1e-6, attention_dropout: float = 0.1):
         super().__init__()
         self.norm1 = nn.LayerNorm(cfg.width, eps=eps)
-        self.attn = Attention(cfg.width, cfg.num_heads, bias=True, scaled=True, dropout=dropout)
+        self.attn = Attention(cfg.width, cfg.num_heads, bias=True, scaled=True, dropout=attention_dropout)
         self.norm2 = nn.LayerNorm(cfg.width, eps=eps)
         self.mlp = MLP(cfg.width, cfg.mlp_dim, bias=True, dropout=dropout)
         self.drop = nn.Dropout(dropout)
@@ -105,9 +105,11 @@ class TransformerEncoder(nn.Module):
     large negative drop) or None.
     """
 
-    def __init__(self, cfg: EncoderConfig, dropout: float = 0.1, eps: float = 1e-6):
+    def __init__(self, cfg: EncoderConfig, dropout: float = 0.1, eps: float = 1e-6, attention_dropout: float = 0.1):
         super().__init__()
-        self.blocks = nn.ModuleList(TransformerBlock(cfg, dropout, eps) for _ in range(cfg.num_layers))
+        self.blocks = nn.ModuleList(
+            TransformerBlock(cfg, dropout, eps, attention_dropout) for _ in range(cfg.num_layers)
+        )
         self.norm = nn.LayerNorm(cfg.width, eps=eps)
         self.drop = nn.Dropout(dropout)
 
@@ -176,10 +178,10 @@ class T5Block(nn.Module):
     RMSNorm before attention but a standard Keras LayerNorm before the feed-forward; we follow it.)
     """
 
-    def __init__(self, cfg: EncoderConfig, dropout: float = 0.1, eps: float = 1e-6):
+    def __init__(self, cfg: EncoderConfig, dropout: float = 0.1, eps: float = 1e-6, attention_dropout: float = 0.1):
         super().__init__()
         self.norm1 = RMSNorm(cfg.width, eps)
-        self.attn = Attention(cfg.width, cfg.num_heads, bias=False, scaled=False, dropout=dropout)
+        self.attn = Attention(cfg.width, cfg.num_heads, bias=False, scaled=False, dropout=attention_dropout)
         self.norm2 = nn.LayerNorm(cfg.width, eps=eps)
         self.mlp = MLP(cfg.width, cfg.mlp_dim, bias=False, dropout=dropout)
         self.drop = nn.Dropout(dropout)
