@@ -152,3 +152,73 @@ def gather_no_grad(x: torch.Tensor, sizes: list[int] | None = None) -> torch.Ten
         sizes = gather_sizes(x.shape[0], x.device)
     with torch.no_grad():
         return _all_gather_padded(x.detach(), sizes)
+
+
+class _AllReduceSum(torch.autograd.Function):
+    """Sum over ranks whose backward is again a sum over ranks (every rank's loss uses the sum)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        x = x.clone()
+        dist.all_reduce(x, op=dist.ReduceOp.SUM)
+        return x
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+        return grad
+
+
+def all_reduce_with_grad(x: torch.Tensor) -> torch.Tensor:
+    """Differentiable sum over ranks (identity in one process)."""
+    return _AllReduceSum.apply(x) if is_distributed() else x
+
+
+class SyncBatchNorm(torch.nn.BatchNorm1d):
+    """BatchNorm over ``[B, C]`` whose training statistics cover the batch of every rank.
+
+    Unlike ``torch.nn.SyncBatchNorm`` it runs on CPU (gloo) as well as GPU; the parameters and
+    buffers are those of ``BatchNorm1d``, so state dicts are interchangeable. In one process, or
+    in eval mode, it is exactly ``BatchNorm1d``.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.training and is_distributed()):
+            return super().forward(x)
+        if x.dim() != 2:
+            raise ValueError(f"SyncBatchNorm expects [B, C], got {list(x.shape)}")
+        xf = x.float()
+        count = all_reduce_sum(torch.tensor(float(x.shape[0]), device=x.device))
+        mean = all_reduce_with_grad(xf.sum(0)) / count
+        var = all_reduce_with_grad(((xf - mean) ** 2).sum(0)) / count  # biased, as BN normalises
+        y = (xf - mean) * torch.rsqrt(var + self.eps)
+        if self.affine:
+            y = y * self.weight + self.bias
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked.add_(1)
+                m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+                unbiased = var.detach() * count / (count - 1).clamp_min(1)
+                self.running_mean.mul_(1 - m).add_(m * mean.detach().to(self.running_mean.dtype))
+                self.running_var.mul_(1 - m).add_(m * unbiased.to(self.running_var.dtype))
+        return y.to(x.dtype)
+
+
+def convert_sync_batchnorm(module: torch.nn.Module) -> torch.nn.Module:
+    """Replace every ``BatchNorm1d`` in ``module`` by :class:`SyncBatchNorm` (same weights)."""
+    if isinstance(module, torch.nn.BatchNorm1d) and not isinstance(module, SyncBatchNorm):
+        new = SyncBatchNorm(module.num_features, module.eps, module.momentum, module.affine,
+                            module.track_running_stats, device=None)
+        new.load_state_dict(module.state_dict())
+        new.to(next(iter(module.state_dict().values())).device)
+        new.train(module.training)
+        if module.affine:
+            new.weight.requires_grad_(module.weight.requires_grad)
+            new.bias.requires_grad_(module.bias.requires_grad)
+        return new
+    for name, child in module.named_children():
+        new_child = convert_sync_batchnorm(child)
+        if new_child is not child:
+            setattr(module, name, new_child)
+    return module

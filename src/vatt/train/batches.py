@@ -1,0 +1,147 @@
+"""Training batches with a resumable position, split by rank and loader worker.
+
+Map-style datasets (folders, manifests, audio-only sets, in-memory datasets) get a global order
+that depends only on the seed: epoch ``e`` is a permutation of the dataset drawn from
+``(seed, e)``, cut into *slots* of ``micro_batch x world_size`` clips; rank ``r`` takes the
+``r``-th ``micro_batch`` clips of each slot, and the DataLoader hands whole micro-batches to its
+workers. Each clip's augmentation is drawn from ``(seed, epoch, index)``, so which worker (or
+how many workers, or ranks) loads it makes no difference. The position is the number of slots
+consumed; resuming at slot ``k`` yields exactly what the uninterrupted run would have.
+
+Iterable sources (WebDataset shards, weighted mixtures) are streamed; their position is only the
+number of batches consumed, and a resumed run restarts the stream with a new seed
+(approximately, not exactly, the same data distribution — see docs/TRAINING.md).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, IterableDataset, Sampler
+
+from ..data.loader import make_loader
+from ..data.stats import SampleStats
+from ..errors import DataError, InputError
+
+log = logging.getLogger(__name__)
+
+
+class SlotSampler(Sampler):
+    """Endless ``(epoch, index)`` keys for one rank, ``micro_batch`` per slot, from slot ``start``."""
+
+    def __init__(self, size: int, micro_batch: int, *, rank: int = 0, world_size: int = 1, seed: int = 0,
+                 start: int = 0):
+        per_slot = micro_batch * world_size
+        if size < per_slot:
+            raise InputError(
+                f"the training set has {size} samples, fewer than one global micro-batch "
+                f"({micro_batch} x {world_size} ranks); lower batch_size or add data"
+            )
+        self.size, self.micro, self.rank, self.seed, self.start = size, micro_batch, rank, seed, start
+        self.per_epoch = size // per_slot  # a last incomplete slot is dropped, as drop_last does
+        self.per_slot = per_slot
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        slot = self.start
+        perm, perm_epoch = None, -1
+        while True:
+            epoch, k = divmod(slot, self.per_epoch)
+            if epoch != perm_epoch:
+                perm, perm_epoch = np.random.default_rng([self.seed, epoch]).permutation(self.size), epoch
+            first = k * self.per_slot + self.rank * self.micro
+            for idx in perm[first : first + self.micro]:
+                yield epoch, int(idx)
+            slot += 1
+
+
+class SeededItems(Dataset):
+    """Wraps a map-style dataset so item ``(epoch, index)`` is augmented with its own RNG.
+
+    Datasets with a ``load(index, rng)`` method (:class:`vatt.data.sources.ClipDataset`) get
+    ``np.random.default_rng([seed, epoch, index])``; a bad sample is replaced by another drawn from
+    the same RNG and counted (strict datasets raise). Other datasets are indexed directly.
+    """
+
+    def __init__(self, dataset: Dataset, seed: int = 0):
+        self.dataset, self.seed = dataset, seed
+        self._stats = getattr(dataset, "_stats", None) or SampleStats()
+        self.train = True
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def stats(self) -> dict:
+        return self._stats.as_dict()
+
+    def __getitem__(self, key: tuple[int, int]) -> dict:
+        epoch, idx = key
+        ds = self.dataset
+        if not hasattr(ds, "load"):
+            item = dict(ds[idx])
+            item.setdefault("key", str(idx))
+            return item
+        from ..data.sources import _bad_event
+
+        rng = np.random.default_rng([self.seed, epoch, idx])
+        bad = []
+        for _ in range(max(1, getattr(ds, "max_retries", 10))):
+            try:
+                sample = ds.load(idx, rng)
+                sample["_events"] = bad + sample.get("_events", [])
+                return sample
+            except (DataError, OSError, ValueError, RuntimeError, MemoryError) as e:
+                if getattr(ds, "strict", False):
+                    if isinstance(e, DataError):
+                        raise
+                    raise DataError(f"{ds.refs[idx].path}: decode_error ({type(e).__name__}: {e})") from e
+                bad.append(_bad_event(e, ds.refs[idx]))
+                idx = int(rng.integers(0, len(ds)))
+        return {"_skip": True, "_events": bad, "key": str(idx)}
+
+
+class TrainBatches:
+    """Endless micro-batches for this rank with a JSON position (``state_dict``).
+
+    Args:
+        dataset: from :func:`vatt.data.build_dataset` (train=True), or any map-style dataset of
+            Batch-contract items.
+        micro_batch: clips per rank per micro-batch.
+        start: slots (map-style) or batches (streams) already consumed.
+    """
+
+    def __init__(self, dataset, micro_batch: int, *, rank: int = 0, world_size: int = 1, seed: int = 0,
+                 num_workers: int = 2, start: int = 0):
+        self.dataset, self.consumed = dataset, start
+        self.streaming = isinstance(dataset, IterableDataset)
+        if self.streaming:
+            # A stream cannot seek: restart it with a seed that differs after each resume.
+            self.loader = make_loader(dataset, micro_batch, num_workers=num_workers, seed=seed * 7919 + start,
+                                      persistent_workers=False)
+        else:
+            items = SeededItems(dataset, seed)
+            sampler = SlotSampler(len(dataset), micro_batch, rank=rank, world_size=world_size, seed=seed, start=start)
+            self.loader = make_loader(items, micro_batch, num_workers=num_workers, sampler=sampler, seed=seed,
+                                      persistent_workers=False, drop_last=True)
+        self._it = None
+
+    def __next__(self) -> dict:
+        if self._it is None:
+            self._it = iter(self.loader)
+        batch = next(self._it)
+        self.consumed += 1
+        return batch
+
+    def __iter__(self):
+        return self
+
+    def state_dict(self) -> dict:
+        return {"consumed": self.consumed, "streaming": self.streaming}
+
+    def stats(self) -> dict:
+        return self.loader.dataset._stats.as_dict()
+
+    def close(self) -> None:
+        self._it = None  # lets the worker processes exit
