@@ -160,6 +160,10 @@ class ShardDataset(_StatsMixin, IterableDataset):
         self._stats = SampleStats()
         self.epoch = 0
 
+    @property
+    def num_shards(self) -> int:
+        return len(self.shards)
+
     def set_epoch(self, epoch: int) -> None:
         """Fix the epoch used by the next iteration (without it, each iteration counts up)."""
         self.epoch = epoch - 1
@@ -356,8 +360,8 @@ def _cut_job(job):
     try:
         return ref.path, cut_clips(ref, clip_seconds, max_side, classes=classes), None
     except (DataError, OSError, ValueError, RuntimeError) as e:
-        reason = getattr(e, "reason", None) or "decode_error"
-        return ref.path, [], (reason, getattr(e, "detail", "") or str(e))
+        reason = getattr(e, "reason", None)
+        return ref.path, [], (reason or "decode_error", getattr(e, "detail", "") if reason else f"{type(e).__name__}: {e}")
 
 
 def prepare_shards(src: str, out: str | os.PathLike, *, clip_seconds: float = 10.0, max_count: int = 256,

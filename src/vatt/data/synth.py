@@ -17,6 +17,7 @@ sometimes an off-topic sentence, and timing jittered off the action. Layout of `
     audio_only/*.wav               the sounds alone (22.05 kHz, no video, no text)
     labelled/{train,test}.csv      path,label (label = shape) + labelled/media/*.mp4, classes.txt
     retrieval/*.mp4 + .srt         held-out clips, every cue describes its clip (zero-shot retrieval)
+    attributes.csv                 path,shape,colour,motion,fps,duration of every file (ground truth)
     corpus.json                    seed, counts, classes, attributes, generator version
 
 Everything is a function of ``(seed, subset, index)``, so the same seed gives identical files.
@@ -199,7 +200,7 @@ def narration(spec: ClipSpec, rng: np.random.Generator, distractors: bool = True
 # Files
 # --------------------------------------------------------------------------------------------
 def _make_job(job: tuple) -> tuple[str, str]:
-    """Write one file (worker entry point). Returns ``(relative path, label or "")``."""
+    """Write one file (worker entry point). Returns ``(relative path, its ClipSpec)``."""
     out, subset, index, seed, combo = job
     rng = _rng(seed, subset, index)
     spec = random_spec(rng, combo)
@@ -208,7 +209,7 @@ def _make_job(job: tuple) -> tuple[str, str]:
     if subset == "audio_only":
         rel = f"audio_only/{name}.wav"
         atomic_write_bytes(out / rel, wav_bytes(render_sound(spec, rng, WAV_RATE), WAV_RATE))
-        return rel, ""
+        return rel, spec
     frames = render_frames(spec, rng)
     audio = render_sound(spec, rng)
     folder = {"pretrain": "pretrain", "retrieval": "retrieval", "train": "labelled/media", "test": "labelled/media"}[subset]
@@ -216,7 +217,7 @@ def _make_job(job: tuple) -> tuple[str, str]:
     atomic_write_bytes(out / rel, encode_mp4(frames, spec.fps, audio))
     if subset in ("pretrain", "retrieval"):
         write_srt(narration(spec, rng, distractors=subset == "pretrain"), (out / rel).with_suffix(".srt"))
-    return rel, spec.label
+    return rel, spec
 
 
 def default_counts(clips: int) -> dict[str, int]:
@@ -267,9 +268,13 @@ def make_corpus(out: str | os.PathLike, clips: int = 200, seed: int = 0, workers
             if progress:
                 progress(1)
     for split in ("train", "test"):
-        rows = ["path,label"] + [f"{rel.removeprefix('labelled/')},{lab}" for (rel, lab), job in zip(results, jobs) if job[1] == split]
+        rows = ["path,label"] + [f"{rel.removeprefix('labelled/')},{spec.label}" for (rel, spec), job in zip(results, jobs) if job[1] == split]
         atomic_write_text(out / "labelled" / f"{split}.csv", "\n".join(rows) + "\n")
     atomic_write_text(out / "labelled" / "classes.txt", "\n".join(SHAPES) + "\n")
+    table = ["path,shape,colour,motion,fps,duration"] + [
+        f"{rel},{sp.shape},{sp.colour},{sp.motion},{sp.fps},{sp.duration}" for rel, sp in results
+    ]
+    atomic_write_text(out / "attributes.csv", "\n".join(table) + "\n")
     meta = {
         "generator": "vatt.data.synth",
         "version": GENERATOR_VERSION,

@@ -1,0 +1,146 @@
+"""Sources, transforms and the loader: the Batch contract, mixing, labelled sets, eval views."""
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from vatt.cli.main import main
+from vatt.data import DataConfig, build_dataset, build_eval_dataset, detect_kind, make_loader
+from vatt.data import transforms
+from vatt.errors import ConfigError
+from vatt.text import WordTokenizer
+
+CFG = DataConfig()  # tiny geometry: 8 frames at 10 fps, crop 64, 16 kHz x 12800, 16 words
+
+
+def test_data_config_from_model_config_is_duck_typed():
+    model_cfg = SimpleNamespace(video=SimpleNamespace(num_frames=32, fps=10, crop_size=224),
+                                audio=SimpleNamespace(sample_rate=48000, num_samples=153600),
+                                text=SimpleNamespace(max_words=16))
+    cfg = DataConfig.from_model_config(model_cfg, crop_mode="inception")
+    assert (cfg.num_frames, cfg.crop_size, cfg.sample_rate, cfg.num_samples, cfg.crop_mode) == (32, 224, 48000, 153600, "inception")
+    assert cfg.clip_seconds == pytest.approx(3.2) and cfg.resize == 256
+    with pytest.raises(ConfigError, match="crop_sise.*crop_size"):
+        DataConfig.from_dict({"crop_sise": 3})
+
+
+def test_loader_batches_follow_the_batch_contract(synth_corpus, synth_tokenizer):
+    ds = build_dataset(str(synth_corpus / "pretrain"), CFG, synth_tokenizer, seed=0)
+    loader = make_loader(ds, batch_size=4, num_workers=2, seed=0)
+    batch = next(iter(loader))
+    assert batch["video"].shape == (4, 8, 64, 64, 3) and batch["video"].dtype == torch.float32
+    assert batch["audio"].shape == (4, 12800) and batch["audio"].dtype == torch.float32
+    assert batch["text"].shape == (4, 5, 16) and batch["text"].dtype == torch.int64
+    for m in ("video_mask", "audio_mask", "text_mask"):
+        assert batch[m].shape == (4,) and batch[m].dtype == torch.float32 and bool((batch[m] == 1).all())
+    assert -1 <= float(batch["video"].min()) < 0 < float(batch["video"].max()) <= 1
+    assert float(batch["audio"].abs().max()) <= 1
+    assert bool((batch["text"][:, :, 0] > 1).all())  # every sentence starts with a known word
+    assert len(batch["key"]) == 4 and all("@" in k for k in batch["key"])
+    # captions are those of the file, tokenised
+    assert synth_tokenizer.decode(batch["text"][0, 0].tolist()) == " ".join(batch["captions"][0][0].lower().split())
+    assert ds.stats()["bad"] == 0 and ds.stats()["good"] >= 4
+
+
+def test_weighted_mix_with_audio_only_masks_video_and_text(synth_corpus, synth_tokenizer):
+    ds = build_dataset([str(synth_corpus / "pretrain"), str(synth_corpus / "audio_only")], CFG, synth_tokenizer,
+                       weights=[1, 1], seed=0)
+    batch = next(iter(make_loader(ds, batch_size=16, num_workers=0)))
+    audio_only = batch["video_mask"] == 0
+    assert 0 < int(audio_only.sum()) < 16
+    assert bool((batch["text_mask"][audio_only] == 0).all()) and bool((batch["audio_mask"] == 1).all())
+    assert float(batch["video"][audio_only].abs().max()) == 0 and int(batch["text"][audio_only].abs().max()) == 0
+    assert all(k.split("@")[0].endswith(".wav") == bool(a) for k, a in zip(batch["key"], audio_only))
+
+
+def test_labelled_csv_and_class_folders(synth_corpus, tmp_path):
+    train = build_dataset(str(synth_corpus / "labelled" / "train.csv"), CFG, None, train=False)
+    assert train.classes == ["circle", "square", "triangle", "cross"] and train.multi_label is False
+    batch = next(iter(make_loader(train, batch_size=4, num_workers=0, shuffle=False)))
+    assert batch["label"].dtype == torch.int64 and batch["label"].tolist() == [0, 1, 2, 3]  # classes cycle
+    # multi-label CSV with `a;b`
+    media = sorted((synth_corpus / "labelled" / "media").glob("*.mp4"))
+    (tmp_path / "ml.csv").write_text(f"path,label\n{media[0]},b;a\n{media[1]},c\n")
+    ml = build_dataset(str(tmp_path / "ml.csv"), CFG, None, train=False)
+    assert ml.multi_label and ml.classes == ["a", "b", "c"]
+    assert ml[0]["label"].tolist() == [1.0, 1.0, 0.0] and ml[1]["label"].tolist() == [0.0, 0.0, 1.0]
+    # class-per-folder
+    for i, cls in enumerate(["dog", "cat", "dog"]):
+        (tmp_path / "folders" / cls).mkdir(parents=True, exist_ok=True)
+        (tmp_path / "folders" / cls / f"{i}.mp4").write_bytes(media[i].read_bytes())
+    assert detect_kind(str(tmp_path / "folders"))[0] == "labelled"
+    fd = build_dataset(str(tmp_path / "folders"), CFG, None, train=False)
+    assert fd.classes == ["cat", "dog"] and [fd[i]["label"].item() for i in range(3)] == [0, 1, 1]
+
+
+def test_source_type_detection(synth_corpus):
+    assert detect_kind(str(synth_corpus / "pretrain"))[0] == "folder"
+    assert detect_kind(str(synth_corpus / "audio_only"))[0] == "audio"
+    assert detect_kind(str(synth_corpus / "labelled" / "train.csv"))[0] == "manifest"
+    assert detect_kind("shards-{000..009}.tar")[0] == "shards"
+    assert detect_kind(f"labelled:{synth_corpus / 'pretrain'}") == ("labelled", str(synth_corpus / "pretrain"))
+
+
+def test_eval_dataset_views_are_window_major_and_match_the_single_crop_views(synth_corpus, synth_tokenizer):
+    one = build_eval_dataset(str(synth_corpus / "retrieval"), CFG, synth_tokenizer, num_windows=4, num_crops=1)
+    three = build_eval_dataset(str(synth_corpus / "retrieval"), CFG, synth_tokenizer, num_windows=4, num_crops=3)
+    a, b = one[0], three[0]
+    assert a["video"].shape == (4, 8, 64, 64, 3) and b["video"].shape == (12, 8, 64, 64, 3)
+    assert a["audio"].shape == (4, 12800) and a["text"].shape == (5, 16)
+    for w in range(4):
+        assert torch.equal(b["video"][3 * w + 1], a["video"][w])  # the middle of 3 crops is the centre crop
+    assert not torch.equal(a["video"][0], a["video"][3])  # windows differ (the object moves)
+    assert torch.equal(one[0]["video"], a["video"])  # deterministic
+    batch = next(iter(make_loader(one, batch_size=2, num_workers=0, drop_last=False)))
+    assert batch["video"].shape == (2, 4, 8, 64, 64, 3)
+
+
+def test_eval_centre_crop_equals_resize_then_crop():
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, size=(2, 96, 128, 3), dtype=np.uint8)
+    cfg = DataConfig(crop_size=64, min_resize=96)  # no resize needed: crop the centre 64 x 64
+    out = transforms.eval_video(frames, cfg)[0]
+    ref = torch.from_numpy(frames[:, 16:80, 32:96]).float() / 127.5 - 1
+    assert torch.allclose(out, ref, atol=1e-5)
+    cfg2 = DataConfig(crop_size=32, min_resize=48)  # resize 96 -> 48 then centre crop 32
+    x = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255
+    small = F.interpolate(x, size=(48, 64), mode="bilinear", antialias=True, align_corners=False)
+    ref2 = small[:, :, 8:40, 16:48].permute(0, 2, 3, 1) * 2 - 1
+    assert (transforms.eval_video(frames, cfg2)[0] - ref2).abs().mean() < 0.03
+
+
+@pytest.mark.parametrize("mode", ["official", "inception"])
+def test_train_augmentation_shapes_ranges_and_determinism(mode):
+    frames = np.random.default_rng(1).integers(0, 256, size=(8, 96, 128, 3), dtype=np.uint8)
+    cfg = DataConfig(crop_mode=mode)
+    a = transforms.train_video(frames, cfg, np.random.default_rng(5))
+    b = transforms.train_video(frames, cfg, np.random.default_rng(5))
+    c = transforms.train_video(frames, cfg, np.random.default_rng(6))
+    assert a.shape == (8, 64, 64, 3) and torch.equal(a, b) and not torch.equal(a, c)
+    assert float(a.min()) >= -1 and float(a.max()) <= 1
+    audio = np.sin(np.arange(1000) / 10).astype(np.float32)
+    noisy = transforms.train_audio(audio, cfg, np.random.default_rng(0))
+    assert 0.005 < float((noisy - torch.from_numpy(audio)).std()) < 0.015  # sigma = 0.01 max|x|
+
+
+def test_vocab_build_and_data_check_commands(synth_corpus, tmp_path, capsys):
+    out = tmp_path / "vocab.json"
+    assert main(["vocab", "build", str(synth_corpus / "pretrain"), "--out", str(out)]) == 0
+    tok = WordTokenizer.load(out)
+    assert tok.words[:2] == ["<pad>", "<unk>"] and {"ball", "disc", "box", "wedge"} <= set(tok.index)
+    capsys.readouterr()
+    (tmp_path / "clips").mkdir()
+    for p in sorted((synth_corpus / "retrieval").glob("retrieval_0000[01].*")):
+        (tmp_path / "clips" / p.name).write_bytes(p.read_bytes())
+    (tmp_path / "clips" / "empty.mp4").write_bytes(b"")
+    assert main(["data", "check", str(tmp_path / "clips"), "--json"]) == 0
+    import json
+
+    report = json.loads(capsys.readouterr().out)
+    assert (report["total"], report["good"], report["bad"]) == (3, 2, 1)
+    assert report["reasons"] == {"empty_file": 1}
+    assert {f["path"].rsplit("/", 1)[-1]: f["ok"] for f in report["files"]} == {
+        "empty.mp4": False, "retrieval_00000.mp4": True, "retrieval_00001.mp4": True}
