@@ -116,3 +116,12 @@ def test_malformed_subtitles_raise_caption_error_with_the_path(tmp_path):
     j.write_text('{"start": [0], "end": [1, 2], "text": ["x"]}')
     with pytest.raises(CaptionError, match="bad_captions"):
         read_captions(j)
+
+
+def test_a_long_cue_overlapping_the_centre_wins_over_a_short_cue_with_a_nearer_middle():
+    caps = [Caption(0.0, 10.0, "long cue"), Caption(10.5, 11.0, "short"), Caption(20.0, 21.0, "far")]
+    # at 9.5 s the long cue is on screen (distance 0) although its middle (5 s) is 4.5 s away
+    assert select_captions(caps, 9.5, 1) == ["long cue"]
+    assert select_captions(caps, 9.5, 2) == ["long cue", "short"]
+    # at 15 s: short 4.0 s away; long cue and far cue both 5.0 s away -> the earlier one wins the tie
+    assert select_captions(caps, 15.0, 2) == ["long cue", "short"]
