@@ -38,7 +38,7 @@ def tiny_config(*overrides, deterministic=False):
     """The tiny preset, in-process data loading, metrics every step, and ``key=value`` overrides."""
     base = ["data.num_workers=0", "log_every=1", "batch_size=4", "steps=4", "checkpoint_every=1000"]
     if deterministic:  # no RNG in the forward: data-parallel runs can match one process exactly
-        base += ["model.video.drop_rate=0", "model.audio.drop_rate=0", "model.dropout=0"]
+        base += ["model.video.drop_rate=0", "model.audio.drop_rate=0", "model.dropout=0", "model.attention_dropout=0"]
     return load_train_config("tiny", base + list(overrides))
 
 

@@ -261,7 +261,7 @@ class Trainer:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.forward_model = DDP(self.model, device_ids=ids, broadcast_buffers=False)
+            self.forward_model = DDP(self.model, device_ids=ids, forward_sync_buffers=False)
         if cfg.compile:
             self.forward_model = torch.compile(self.forward_model)
         if self.rank == 0:

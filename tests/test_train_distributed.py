@@ -1,0 +1,48 @@
+"""Data-parallel pretraining (the torchrun path: RANK/WORLD_SIZE/MASTER_* in the environment,
+gloo on CPU) equals one process on the concatenated batch: global negatives, synced BatchNorm in
+the heads, DDP gradient averaging."""
+
+import os
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+from test_objective import free_port
+from train_helpers import VOCAB, MemoryClips, read_metrics, tiny_config
+
+import vatt
+from vatt.train import pretrain
+
+# Adam's eps is raised from 1e-7 for this comparison: Adam scales each update to ~lr whatever the
+# gradient's size, so rounding noise in gradients that are mathematically zero (attention key
+# biases, biases in front of BatchNorm) would otherwise become full-size, sign-random steps.
+STEPS = ("steps=3", "batch_size=8", "optim.warmup_steps=2", "optim.lr=3e-4", "optim.eps=1e-3")
+
+
+def _rank_main(rank, world, port, run_dir):
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    result = pretrain(tiny_config(*STEPS, deterministic=True), MemoryClips(16), run_dir, vocab=VOCAB)
+    assert result.step == 3
+
+
+@pytest.mark.slow
+def test_two_process_gloo_run_matches_one_process_on_the_concatenated_batch(tmp_path):
+    mp.spawn(_rank_main, args=(2, free_port(), str(tmp_path / "ddp")), nprocs=2, join=True)
+    one = pretrain(tiny_config(*STEPS, deterministic=True), MemoryClips(16), tmp_path / "one", vocab=VOCAB)
+    assert one.step == 3
+    ddp, ref = read_metrics(tmp_path / "ddp"), read_metrics(tmp_path / "one")
+    assert [m["step"] for m in ddp] == [1, 2, 3]
+    for a, b in zip(ddp, ref):
+        for key in ("loss", "loss_va", "loss_vt", "grad_norm"):
+            assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-5), (a["step"], key)
+    a = vatt.load_model(tmp_path / "ddp").state_dict()
+    b = vatt.load_model(tmp_path / "one").state_dict()
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-5, msg=k)
+    # The steps moved the weights well beyond the tolerance (the comparison is not vacuous).
+    torch.manual_seed(0)
+    init = vatt.create_model("tiny", vocab=VOCAB, **tiny_config(deterministic=True).model_overrides).state_dict()
+    assert max((a[k] - init[k]).abs().max().item() for k in a if k.endswith("weight")) > 5e-4
