@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 # ~800 MB per frame in RGB before resizing.
 MAX_FRAME_PIXELS = 8192 * 8192
 _EPS = 1e-4  # seconds; tolerance when comparing a frame time with a target time
+_SKIP_MARGIN = 0.5  # seconds before a window from which every frame is decoded again
 
 
 class MediaError(DataError):
@@ -238,10 +239,20 @@ class MediaReader:
                 return frame.to_ndarray(format="rgb24")
             return frame.to_ndarray(format="rgb24", width=size[0], height=size[1], interpolation="BILINEAR")
 
+        # Before the window, skip decoding frames no other frame depends on (B-frames): after a
+        # seek FFmpeg restarts at the previous keyframe, which can be seconds before the window.
+        skipping = self._v is not None and times is not None and start - _SKIP_MARGIN > 0
+        if skipping:
+            self._v.codec_context.skip_frame = "NONREF"
         for packet in c.demux(*streams):
+            pts = packet.pts
+            ptime = float(pts * packet.time_base) if pts is not None and packet.time_base else None
             if packet.stream.type == "video":
                 if v_done:
                     continue
+                if skipping and (ptime is None or ptime >= start - _SKIP_MARGIN):
+                    self._v.codec_context.skip_frame = "DEFAULT"
+                    skipping = False
                 for frame in packet.decode():
                     t = frame.time
                     if t is None:
@@ -262,6 +273,8 @@ class MediaReader:
             elif packet.stream.type == "audio":
                 if a_done:
                     continue
+                if ptime is not None and packet.duration and ptime + float(packet.duration * packet.time_base) < start - 0.1:
+                    continue  # wholly before the window; 0.1 s margin lets the decoder's overlap settle
                 for frame in packet.decode():
                     t = frame.time
                     if t is None:
@@ -279,6 +292,8 @@ class MediaReader:
                         break
             if v_done and a_done:
                 break
+        if skipping:
+            self._v.codec_context.skip_frame = "DEFAULT"
         if resampler is not None and a_start is not None and not a_done:
             for out in resampler.resample(None):
                 chunks.append(out.to_ndarray().reshape(-1))

@@ -17,7 +17,7 @@ SAMPLE_RATE = 16000
 
 def encode_mp4(frames: np.ndarray | None, fps: float, audio: np.ndarray | None, rate: int = SAMPLE_RATE,
                codec: str = "libx264", audio_codec: str = "aac", pix_fmt: str = "yuv420p",
-               container: str = "mp4", times: "list[float] | None" = None) -> bytes:
+               container: str = "mp4", times: "list[float] | None" = None, gop: int | None = None) -> bytes:
     """Encode media into file bytes with PyAV.
 
     Args:
@@ -25,6 +25,8 @@ def encode_mp4(frames: np.ndarray | None, fps: float, audio: np.ndarray | None, 
         audio: float32 ``[N]`` (mono) or ``[C, N]`` in [-1, 1] at ``rate`` Hz, or None.
         codec: ``libx264`` (H.264) or ``mpeg4`` (MPEG-4 part 2); ``pix_fmt`` ``yuv444p`` allows odd sizes.
         times: presentation time of each frame in seconds (variable frame rate); default ``i / fps``.
+        gop: frames between keyframes; default one second's worth, which keeps seeking to a
+            random window cheap for the loader (FFmpeg must decode from the previous keyframe).
     """
     import av
 
@@ -36,7 +38,8 @@ def encode_mp4(frames: np.ndarray | None, fps: float, audio: np.ndarray | None, 
     with av.open(buf, "w", format=container) as c:
         vs = a_s = None
         if frames is not None:
-            opts = {"preset": "veryfast", "crf": "20", "threads": "1"} if codec == "libx264" else {}
+            g = str(gop or max(1, round(fps)))
+            opts = {"preset": "veryfast", "crf": "20", "threads": "1", "g": g} if codec == "libx264" else {"g": g}
             # With explicit times, a millisecond clock carries the variable frame timing.
             vrate = 1000 if times is not None else Fraction(fps).limit_denominator(1001)
             vs = c.add_stream(codec, rate=vrate, options=opts)
