@@ -20,9 +20,9 @@ def test_tiny_flops_equal_hand_arithmetic():
     text = 2 * 17 * 64 * d + matmul_flops(16 + 1, d, mlp, layers)
     heads = 2 * (d * 512 + 512 * 512 + 512 * 256) + 2 * d * 512 + 2 * d * 256
     assert forward_flops(get_config("tiny"), 0.0) == video + audio + text + heads
-    # DropToken at 0.5: 32 video and 50 audio tokens reach the encoder (the voxel projection still sees all)
-    video_half = 2 * 64 * (2 * 16 * 16 * 3) * d + matmul_flops(32 + 1, d, mlp, layers)
-    audio_half = 2 * 100 * 128 * d + matmul_flops(50 + 1, d, mlp, layers)
+    # DropToken at 0.5: 32 video and 50 audio tokens are projected and reach the encoder
+    video_half = 2 * 32 * (2 * 16 * 16 * 3) * d + matmul_flops(32 + 1, d, mlp, layers)
+    audio_half = 2 * 50 * 128 * d + matmul_flops(50 + 1, d, mlp, layers)
     assert forward_flops(get_config("tiny"), 0.5) == video_half + audio_half + text + heads
 
 

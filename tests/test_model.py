@@ -7,7 +7,7 @@ import torch
 
 import vatt
 from vatt.errors import CheckpointError, ConfigError, InputError
-from vatt.model.tokenizers import drop_tokens, num_kept
+from vatt.model.tokenizers import drop_tokens, keep_indices, num_kept, take_tokens
 from vatt.text import WordTokenizer
 
 
@@ -73,6 +73,22 @@ def test_drop_tokens_batch_shared_and_per_sample():
     assert len(set(kept)) == b, "per-sample DropToken draws a different subset per sample"
     assert num_kept(1200, 0.5) == 600 and num_kept(1568, 0.25) == 1176 and num_kept(1200, 0.75) == 300
     assert drop_tokens(x, 0.0) is x
+
+
+@pytest.mark.parametrize("per_sample", [False, True])
+def test_droptoken_before_projection_equals_the_official_order(tiny, per_sample):
+    """We select kept voxels before projecting them; the official code projects every voxel, adds
+    positions, then drops. Same indices -> same tokens."""
+    video, audio, _ = tiny_batch(tiny.config, b=3)
+    for tok, x, n in ((tiny.video_backbone.tokenizer, video, 64), (tiny.audio_backbone.tokenizer, audio, 100)):
+        tok.eval()  # no dropout noise; the rate is passed explicitly
+        torch.manual_seed(7)
+        ours = tok(x, 0.5, per_sample)
+        torch.manual_seed(7)
+        idx = keep_indices(3, n, 0.5, per_sample)
+        official = take_tokens(tok(x), idx)
+        assert ours.shape == (3, n // 2, 128)
+        torch.testing.assert_close(ours, official, rtol=1e-5, atol=1e-5)
 
 
 def test_per_sample_mode_from_config():

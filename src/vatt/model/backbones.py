@@ -15,7 +15,10 @@ from torch import nn
 
 from ..config import EncoderConfig, ModelConfig
 from .layers import T5Block, T5RelativeBias, TransformerEncoder, RMSNorm, glorot_linear
-from .tokenizers import AudioTokenizer, TemporalPositions, SpatioTemporalPositions, VideoTokenizer, drop_tokens
+from .tokenizers import (
+    AudioTokenizer, SpatioTemporalPositions, TemporalPositions, VideoTokenizer, keep_indices, take_tokens,
+    video_patches,
+)
 
 MASK_VALUE = -1e9  # the official additive mask value for padded keys
 
@@ -41,10 +44,11 @@ def padding_mask(ids: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch
 
 
 class _DropTokenMixin:
-    def _drop(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training and self.drop_rate > 0:
-            return drop_tokens(x, self.drop_rate, per_sample=self.per_sample_drop)
-        return x
+    drop_rate: float
+
+    def _rate(self) -> float:
+        """The DropToken rate now: ``drop_rate`` in training mode, 0 in eval mode."""
+        return self.drop_rate if self.training else 0.0
 
 
 class VideoTransformer(_DropTokenMixin, nn.Module):
@@ -64,9 +68,8 @@ class VideoTransformer(_DropTokenMixin, nn.Module):
         self.encoder = TransformerEncoder(enc, cfg.dropout, cfg.layer_norm_eps, cfg.attention_dropout)
 
     def forward(self, video: torch.Tensor) -> torch.Tensor:
-        x, _ = self.tokenizer(video)
-        x = prepend(self.agg, self._drop(x))
-        return self.encoder(x)[:, 0]
+        x = self.tokenizer(video, self._rate(), self.per_sample_drop)
+        return self.encoder(prepend(self.agg, x))[:, 0]
 
 
 class AudioTransformer(_DropTokenMixin, nn.Module):
@@ -83,8 +86,8 @@ class AudioTransformer(_DropTokenMixin, nn.Module):
         self.encoder = TransformerEncoder(enc, cfg.dropout, cfg.layer_norm_eps, cfg.attention_dropout)
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
-        x = prepend(self.agg, self._drop(self.tokenizer(audio)))
-        return self.encoder(x)[:, 0]
+        x = self.tokenizer(audio, self._rate(), self.per_sample_drop)
+        return self.encoder(prepend(self.agg, x))[:, 0]
 
 
 def _word_table(cfg: ModelConfig) -> nn.Embedding:
@@ -168,16 +171,18 @@ class ModalityAgnosticTransformer(nn.Module):
 
     def forward(self, x: torch.Tensor, modality: str) -> torch.Tensor:
         stem: _Stem = getattr(self, modality)
+        rate = self.drop_rates.get(modality, 0.0) if self.training else 0.0
         mask = None
         if modality == "video":
-            tokens, grid = stem.embed.embed(x)
-            tokens = stem.positions(F.gelu(stem.pre_proj(tokens)), grid)
+            raw, grid = video_patches(x, stem.embed.patch_size)
         elif modality == "audio":
-            tokens = stem.positions(F.gelu(stem.pre_proj(stem.embed.embed(x))))
-        else:
+            raw = stem.embed.patches(x)
+        if modality == "text":
             tokens = stem.positions(F.gelu(stem.pre_proj(stem.embed(x))))
             mask = padding_mask(x)
-        if modality != "text" and self.training and self.drop_rates[modality] > 0:
-            tokens = drop_tokens(tokens, self.drop_rates[modality], self.per_sample_drop)
+        else:  # DropToken before the per-token projections: same result, less work
+            idx = keep_indices(raw.shape[0], raw.shape[1], rate, self.per_sample_drop, x.device)
+            tokens = F.gelu(stem.pre_proj(stem.embed.proj(take_tokens(raw, idx))))
+            tokens = stem.positions(tokens, grid, idx) if modality == "video" else stem.positions(tokens, raw.shape[1], idx)
         out = self.encoder(prepend(stem.agg, tokens), mask)
         return F.gelu(stem.post_proj(out[:, 0]))

@@ -1,0 +1,426 @@
+#!/usr/bin/env python
+"""Model benchmarks on this CPU: matmul peak, train-step MFU, DropToken speed-up, vs timm, memory.
+
+    bash benchmarks/run.sh                          # all benchmarks, writes benchmarks/results/
+    python benchmarks/bench_model.py                # the model part only (about 6 minutes, 2 cores)
+    python benchmarks/bench_model.py --quick        # smoke run in seconds; prints, writes nothing
+
+Every timing is the median of ``--reps`` (default 5) repetitions after one warm-up, each
+comparison measured inside the same run. Results are merged into ``benchmarks/results/cpu.json``
+under the keys ``matmul_peak_gflops``, ``train_step``, ``droptoken_speedup``, ``vs_timm``,
+``memory`` and ``model_bench_env`` (keys written by ``benchmarks/data_bench.py`` are kept), and
+``benchmarks/results/cpu.md`` is rendered from the merged file.
+
+Workloads (documented in the output too):
+
+* *MBS video tower*: the MBS video backbone's shapes (width 1024, 16 heads, MLP 4096,
+  32x224x224 clips = 1568 tokens, DropToken 0.5 -> 784) with ``--tower-layers`` (default 2) of its
+  12 layers, batch 1, Adam; a loss on the AGG feature. Attention dropout is 0 so that
+  ``scaled_dot_product_attention`` stays on the fused CPU kernel (the cost of the official 0.1 is
+  measured separately as ``train_step.attention_dropout_cost``).
+* *tiny model*: the full ``tiny`` preset (video, audio, 5 captions) with the real objective.
+* FLOPs are counted by ``torch.utils.flop_counter.FlopCounterMode`` over one real forward and
+  backward (2 FLOPs per multiply-add); MFU = achieved FLOP/s / measured matmul peak of the dtype.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+ROOT = Path(__file__).resolve().parent
+RESULTS = ROOT / "results"
+MODEL_KEYS = ("matmul_peak_gflops", "train_step", "droptoken_speedup", "vs_timm", "memory", "model_bench_env")
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def log(msg: str) -> None:
+    print(f"[bench_model {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def median_seconds(fn, reps: int, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def autocast(dtype: str):
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bf16")
+
+
+# -- 1. matmul peak ---------------------------------------------------------------------------
+def matmul_peak(n: int, reps: int) -> dict:
+    out = {}
+    for name, dtype in DTYPES.items():
+        a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+        s = median_seconds(lambda: torch.mm(a, b), reps)
+        out[name] = round(2 * n**3 / s / 1e9, 1)
+    out["size"] = n
+    return out
+
+
+# -- 2./3. train steps ------------------------------------------------------------------------
+class Step:
+    """One training step (forward, backward, Adam) of a model on fixed inputs."""
+
+    def __init__(self, model, inputs: dict, loss_fn, dtype: str):
+        self.model, self.inputs, self.loss_fn, self.dtype = model, inputs, loss_fn, dtype
+        self.opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-4, eps=1e-7)
+
+    def forward_backward(self):
+        with autocast(self.dtype):
+            out = self.model(**self.inputs)
+        self.loss_fn(out).backward()
+
+    def __call__(self):
+        self.forward_backward()
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+
+    def flops(self) -> int:
+        with FlopCounterMode(display=False) as counter:
+            self.forward_backward()
+        self.opt.zero_grad(set_to_none=True)
+        return int(counter.get_total_flops())
+
+
+def tower_config(layers: int, drop: float, attention_dropout: float = 0.0):
+    from vatt.config import get_config
+
+    return get_config("mbs", **{
+        "video_encoder.num_layers": layers, "video.drop_rate": drop,
+        "attention_dropout": attention_dropout, "validate_inputs": False,
+    })
+
+
+def video_tower(layers: int, drop: float, attention_dropout: float = 0.0):
+    from vatt.model.backbones import VideoTransformer
+
+    torch.manual_seed(0)
+    return VideoTransformer(tower_config(layers, drop, attention_dropout)).train()
+
+
+def tower_step(layers: int, batch: int, drop: float, dtype: str) -> Step:
+    video = torch.rand(batch, 32, 224, 224, 3) * 2 - 1
+    return Step(video_tower(layers, drop), {"video": video}, lambda agg: agg.float().pow(2).mean(), dtype)
+
+
+def measure_step(step: Step, reps: int, peak: dict | None) -> dict:
+    flops = step.flops()  # also the warm-up
+    s = median_seconds(step, reps, warmup=0)
+    res = {"step_s": round(s, 3), "gflop_per_step": round(flops / 1e9, 2), "gflop_s": round(flops / s / 1e9, 1)}
+    if peak:
+        res["mfu"] = round(flops / s / 1e9 / peak[step.dtype], 3)
+    return res
+
+
+def tiny_step(batch: int, dtype: str) -> Step:
+    import vatt
+    from vatt.objective import ObjectiveConfig, VattObjective
+
+    torch.manual_seed(0)
+    model = vatt.create_model("tiny", validate_inputs=False).train()
+    cfg = model.config
+    inputs = {
+        "video": torch.rand(batch, cfg.video.num_frames, cfg.video.crop_size, cfg.video.crop_size, 3) * 2 - 1,
+        "audio": torch.rand(batch, cfg.audio.num_samples) * 2 - 1,
+        "text": torch.randint(1, cfg.text.vocab_size, (batch, 5, cfg.text.max_words)),
+    }
+    objective = VattObjective(ObjectiveConfig())
+    return Step(model, inputs, lambda out: objective({k: v.float() for k, v in out.items()})["loss"], dtype)
+
+
+def attention_dropout_cost(reps: int) -> dict:
+    """fwd+bwd of one SDPA call at the MBS kept-token shape, attention dropout 0 vs 0.1 (fp32)."""
+    q = torch.randn(1, 16, 785, 64, requires_grad=True)
+
+    def run(p):
+        return lambda: F.scaled_dot_product_attention(q, q, q, dropout_p=p).sum().backward()
+
+    fused, math = median_seconds(run(0.0), reps), median_seconds(run(0.1), reps)
+    return {"sdpa_fused_s": round(fused, 4), "sdpa_dropout_0.1_s": round(math, 4), "slowdown": round(math / fused, 2)}
+
+
+# -- 4. vs timm -------------------------------------------------------------------------------
+def import_timm_vit():
+    """timm's VisionTransformer, or (None, reason). timm imports torchvision at package import
+    (transforms, FrozenBatchNorm2d) though its ViT never calls it; when torchvision cannot be
+    imported we satisfy those imports with inert stand-ins, in this process only."""
+    try:
+        import timm.models.vision_transformer as vit
+
+        return vit.VisionTransformer, "timm imported normally"
+    except ImportError as first:
+        reason = f"{type(first).__name__}: {first}"
+    for name in [m for m in sys.modules if m == "timm" or m.startswith("timm.")]:
+        del sys.modules[name]
+    _install_torchvision_stub()
+    try:
+        import timm
+        import timm.models.vision_transformer as vit
+
+        return vit.VisionTransformer, f"timm {timm.__version__} with torchvision stubbed ({reason})"
+    except Exception as e:  # noqa: BLE001 - report any failure as 'unavailable'
+        return None, f"timm unavailable: {reason}; with a torchvision stub: {type(e).__name__}: {e}"
+
+
+def _install_torchvision_stub() -> None:
+    import importlib.abc
+    import importlib.machinery
+    import types
+
+    class AnyMeta(type):
+        def __getattr__(cls, name):
+            if name.startswith("__"):
+                raise AttributeError(name)
+            return AnyMeta(name, (), {})
+
+    class StubModule(types.ModuleType):
+        __path__: list = []
+
+        def __getattr__(self, name):
+            if name.startswith("__"):
+                raise AttributeError(name)
+            return AnyMeta(name, (), {"__init__": lambda self, *a, **k: None})
+
+    class Finder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+        def find_spec(self, name, path, target=None):
+            if name == "torchvision" or name.startswith("torchvision."):
+                return importlib.machinery.ModuleSpec(name, self, is_package=True)
+            return None
+
+        def create_module(self, spec):
+            return StubModule(spec.name)
+
+        def exec_module(self, module):
+            pass
+
+    sys.meta_path.insert(0, Finder())
+
+
+def vs_timm(layers: int, reps: int, dtypes) -> dict:
+    VisionTransformer, how = import_timm_vit()
+    if VisionTransformer is None:
+        return {"available": False, "reason": how}
+    ours = video_tower(layers, drop=0.0)  # timm has no DropToken: compare at the full 1568 tokens
+    # Same depth, width, heads, MLP, token count (28 x 56 = 1568 patches + 1 class token) and the
+    # same patch-embedding work: 4 frames x 3 channels stacked as 12 input channels of 16x16 patches.
+    theirs = VisionTransformer(
+        img_size=(448, 896), patch_size=16, in_chans=12, num_classes=0, global_pool="token",
+        embed_dim=1024, depth=layers, num_heads=16, mlp_ratio=4.0, qkv_bias=True, class_token=True,
+        pos_drop_rate=0.1, proj_drop_rate=0.1, attn_drop_rate=0.0,
+    ).train()
+    video = torch.rand(1, 32, 224, 224, 3) * 2 - 1
+    image = torch.rand(1, 12, 448, 896) * 2 - 1
+    res = {"available": True, "how": how, "layers": layers, "tokens": 1568 + 1,
+           "params_ours": sum(p.numel() for p in ours.parameters()),
+           "params_timm": sum(p.numel() for p in theirs.parameters())}
+    for dtype in dtypes:
+        def step(model, x):
+            def run():
+                with autocast(dtype):
+                    y = model(x)
+                y.float().pow(2).mean().backward()
+                model.zero_grad(set_to_none=True)
+            return run
+
+        t_ours = median_seconds(step(ours, video), reps)
+        t_timm = median_seconds(step(theirs, image), reps)
+        res[dtype] = {"ours_s": round(t_ours, 3), "timm_s": round(t_timm, 3), "ratio": round(t_timm / t_ours, 3)}
+    return res
+
+
+# -- 6. memory --------------------------------------------------------------------------------
+def memory_child(batch: int) -> None:
+    """Run in a fresh process: a few tiny-model training steps; print peak RSS in bytes."""
+    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
+    step = tiny_step(batch, "fp32")
+    for _ in range(3):
+        step()
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+
+
+def memory_per_clip(small: int, large: int) -> dict:
+    def peak(batch):
+        out = subprocess.run([sys.executable, __file__, "--memory-child", str(batch)], check=True,
+                             capture_output=True, text=True)
+        return int(out.stdout.strip().splitlines()[-1])
+
+    lo, hi = peak(small), peak(large)
+    return {
+        "geometry": "tiny (8x64x64 video, 12800 audio samples, 5x16 words), fp32 training with Adam",
+        f"peak_rss_mb_batch{small}": round(lo / 2**20, 1),
+        f"peak_rss_mb_batch{large}": round(hi / 2**20, 1),
+        "per_clip_mb": round((hi - lo) / (large - small) / 2**20, 2),
+    }
+
+
+# -- results ----------------------------------------------------------------------------------
+def merge_results(update: dict, path: Path = RESULTS / "cpu.json") -> dict:
+    data = json.loads(path.read_text()) if path.is_file() else {}
+    data.update(update)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=2)
+    os.replace(tmp, path)
+    return data
+
+
+def render_markdown(data: dict) -> str:
+    lines = ["# CPU benchmarks", ""]
+    env = data.get("model_bench_env", {})
+    if env:
+        lines += [f"Machine: {env.get('cpu')} ({env.get('threads')} threads, {env.get('capability')}), "
+                  f"torch {env.get('torch')}, measured {env.get('date')}.", ""]
+    peak = data.get("matmul_peak_gflops")
+    if peak:
+        lines += ["| matmul peak (GFLOP/s) | fp32 | bf16 |", "|---|---:|---:|",
+                  f"| {peak['size']}x{peak['size']} | {peak['fp32']} | {peak['bf16']} |", ""]
+    ts = data.get("train_step")
+    if ts:
+        lines += ["| train step (fwd+bwd+Adam) | dtype | step s | GFLOP/step | GFLOP/s | MFU |", "|---|---|---:|---:|---:|---:|"]
+        for key in ("mbs_video_tower", "tiny_model"):
+            part = ts.get(key, {})
+            for dtype in ("fp32", "bf16"):
+                r = part.get(dtype)
+                if r:
+                    lines.append(f"| {key} | {dtype} | {r['step_s']} | {r['gflop_per_step']} | {r['gflop_s']} | {r.get('mfu', '')} |")
+        lines.append("")
+        for key in ("mbs_video_tower", "tiny_model"):
+            if ts.get(key, {}).get("workload"):
+                lines.append(f"- {key}: {ts[key]['workload']}")
+        cost = ts.get("attention_dropout_cost")
+        if cost:
+            lines.append(f"- official attention dropout 0.1 makes one SDPA fwd+bwd {cost['slowdown']}x slower on CPU "
+                         f"(math path instead of the fused kernel)")
+        lines.append("")
+    ds = data.get("droptoken_speedup")
+    if ds:
+        lines += [f"DropToken speed-up (step time at drop 0% / 50%, MBS video tower, {ds.get('dtype')}): "
+                  f"**{ds['speedup']}x** ({ds['step_s_drop0']} s vs {ds['step_s_drop50']} s; FLOP ratio {ds['flop_ratio']}).", ""]
+    vt = data.get("vs_timm")
+    if vt:
+        if vt.get("available"):
+            lines += ["| vs timm ViT (fwd+bwd, same shapes) | ours s | timm s | throughput ratio |", "|---|---:|---:|---:|"]
+            for dtype in ("fp32", "bf16"):
+                if dtype in vt:
+                    r = vt[dtype]
+                    lines.append(f"| {dtype}, {vt['layers']} layers, {vt['tokens']} tokens | {r['ours_s']} | {r['timm_s']} | {r['ratio']} |")
+            lines += ["", f"- {vt['how']}", ""]
+        else:
+            lines += [f"vs timm: unavailable ({vt.get('reason')})", ""]
+    mem = data.get("memory")
+    if mem:
+        lines += [f"Memory: {mem['per_clip_mb']} MB peak RSS per clip in training ({mem['geometry']}).", ""]
+    other = {k: v for k, v in data.items() if k not in MODEL_KEYS}
+    if other:
+        lines += ["## Other results", ""]
+        for key, value in other.items():
+            lines.append(f"- `{key}`: `{json.dumps(value)}`")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_markdown(data: dict, path: Path = RESULTS / "cpu.md") -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        f.write(render_markdown(data))
+    os.replace(tmp, path)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="tiny sizes, 2 reps, print only")
+    p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--tower-layers", type=int, default=2, help="layers of the MBS video tower (of 12)")
+    p.add_argument("--threads", type=int, default=int(os.environ.get("BENCH_THREADS", "2")))
+    p.add_argument("--skip", nargs="*", default=[], choices=["matmul", "train", "droptoken", "timm", "memory"])
+    p.add_argument("--markdown-only", action="store_true", help="re-render cpu.md from cpu.json")
+    p.add_argument("--memory-child", type=int, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.memory_child:
+        memory_child(args.memory_child)
+        return 0
+    if args.markdown_only:
+        write_markdown(json.loads((RESULTS / "cpu.json").read_text()))
+        return 0
+    torch.set_num_threads(args.threads)
+    os.environ["BENCH_THREADS"] = str(args.threads)
+    reps = 2 if args.quick else args.reps
+    layers = 1 if args.quick else args.tower_layers
+    t_start = time.time()
+    res: dict = {"model_bench_env": {
+        "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+        "capability": torch.backends.cpu.get_cpu_capability(), "torch": torch.__version__,
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "reps": reps,
+    }}
+    peak = None
+    if "matmul" not in args.skip:
+        log("matmul peak")
+        peak = res["matmul_peak_gflops"] = matmul_peak(512 if args.quick else 3072, reps)
+        log(f"  {peak}")
+    tower_work = (f"MBS video tower shapes (width 1024, 16 heads, MLP 4096), {layers} of 12 layers, "
+                  "batch 1, 32x224x224 clips (1568 tokens), attention dropout 0, Adam")
+    if "train" not in args.skip:
+        ts: dict = {"mbs_video_tower": {"workload": tower_work + ", DropToken 0.5 (784 tokens kept)"},
+                    "tiny_model": {"workload": "full tiny model (video, audio, 5 captions), batch 8, real objective, Adam"}}
+        for dtype in DTYPES:
+            log(f"train step: MBS video tower {dtype}")
+            ts["mbs_video_tower"][dtype] = measure_step(tower_step(layers, 1, 0.5, dtype), reps, peak)
+            log(f"  {ts['mbs_video_tower'][dtype]}")
+            log(f"train step: tiny model {dtype}")
+            ts["tiny_model"][dtype] = measure_step(tiny_step(8, dtype), reps, peak)
+            log(f"  {ts['tiny_model'][dtype]}")
+        ts["mfu"] = ts["mbs_video_tower"]["fp32"].get("mfu")
+        log("attention dropout cost")
+        ts["attention_dropout_cost"] = attention_dropout_cost(reps)
+        res["train_step"] = ts
+    if "droptoken" not in args.skip:
+        log("DropToken speed-up (fp32)")
+        step0, step50 = tower_step(layers, 1, 0.0, "fp32"), tower_step(layers, 1, 0.5, "fp32")
+        f0, f50 = step0.flops(), step50.flops()
+        s0 = median_seconds(step0, reps, warmup=0)
+        s50 = median_seconds(step50, reps, warmup=0)
+        res["droptoken_speedup"] = {"speedup": round(s0 / s50, 3), "dtype": "fp32", "step_s_drop0": round(s0, 3),
+                                    "step_s_drop50": round(s50, 3), "flop_ratio": round(f0 / f50, 3),
+                                    "workload": tower_work}
+        log(f"  {res['droptoken_speedup']}")
+    if "timm" not in args.skip:
+        log("vs timm")
+        res["vs_timm"] = vs_timm(layers, reps, ["fp32"] if args.quick else ["fp32", "bf16"])
+        log(f"  {res['vs_timm']}")
+    if "memory" not in args.skip:
+        log("memory per clip")
+        res["memory"] = memory_per_clip(2, 4 if args.quick else 10)
+        log(f"  {res['memory']}")
+    res["model_bench_env"]["seconds"] = round(time.time() - t_start, 1)
+    if args.quick:
+        print(json.dumps(res, indent=2))
+        return 0
+    data = merge_results(res)
+    write_markdown(data)
+    log(f"wrote {RESULTS / 'cpu.json'} and {RESULTS / 'cpu.md'} in {time.time() - t_start:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
