@@ -26,6 +26,7 @@ Workloads (documented in the output too):
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import platform
@@ -45,6 +46,7 @@ ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results"
 MODEL_KEYS = ("matmul_peak_gflops", "train_step", "droptoken_speedup", "vs_timm", "memory", "model_bench_env")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+CLIP = {"frames": 32, "crop": 224}  # the paper geometry; --quick shrinks it
 
 
 def log(msg: str) -> None:
@@ -106,6 +108,7 @@ def tower_config(layers: int, drop: float, attention_dropout: float = 0.0):
     from vatt.config import get_config
 
     return get_config("mbs", **{
+        "video.num_frames": CLIP["frames"], "video.crop_size": CLIP["crop"],
         "video_encoder.num_layers": layers, "video.drop_rate": drop,
         "attention_dropout": attention_dropout, "validate_inputs": False,
     })
@@ -119,7 +122,7 @@ def video_tower(layers: int, drop: float, attention_dropout: float = 0.0):
 
 
 def tower_step(layers: int, batch: int, drop: float, dtype: str) -> Step:
-    video = torch.rand(batch, 32, 224, 224, 3) * 2 - 1
+    video = torch.rand(batch, CLIP["frames"], CLIP["crop"], CLIP["crop"], 3) * 2 - 1
     return Step(video_tower(layers, drop), {"video": video}, lambda agg: agg.float().pow(2).mean(), dtype)
 
 
@@ -220,17 +223,19 @@ def vs_timm(layers: int, reps: int, dtypes) -> dict:
     VisionTransformer, how = import_timm_vit()
     if VisionTransformer is None:
         return {"available": False, "reason": how}
-    ours = video_tower(layers, drop=0.0)  # timm has no DropToken: compare at the full 1568 tokens
-    # Same depth, width, heads, MLP, token count (28 x 56 = 1568 patches + 1 class token) and the
-    # same patch-embedding work: 4 frames x 3 channels stacked as 12 input channels of 16x16 patches.
+    ours = video_tower(layers, drop=0.0)  # timm has no DropToken: compare at the full token count
+    t, side = CLIP["frames"] // 4, CLIP["crop"] // 16
+    tokens = t * side * side
+    # Same depth, width, heads, MLP, token count (a side x (t * side) patch grid + 1 class token)
+    # and patch-embedding work (4 frames x 3 channels stacked as 12 input channels per 16x16 patch).
     theirs = VisionTransformer(
-        img_size=(448, 896), patch_size=16, in_chans=12, num_classes=0, global_pool="token",
+        img_size=(CLIP["crop"], CLIP["crop"] * t), patch_size=16, in_chans=12, num_classes=0, global_pool="token",
         embed_dim=1024, depth=layers, num_heads=16, mlp_ratio=4.0, qkv_bias=True, class_token=True,
         pos_drop_rate=0.1, proj_drop_rate=0.1, attn_drop_rate=0.0,
     ).train()
-    video = torch.rand(1, 32, 224, 224, 3) * 2 - 1
-    image = torch.rand(1, 12, 448, 896) * 2 - 1
-    res = {"available": True, "how": how, "layers": layers, "tokens": 1568 + 1,
+    video = torch.rand(1, CLIP["frames"], CLIP["crop"], CLIP["crop"], 3) * 2 - 1
+    image = torch.rand(1, 12, CLIP["crop"], CLIP["crop"] * t) * 2 - 1
+    res = {"available": True, "how": how, "layers": layers, "tokens": tokens + 1,
            "params_ours": sum(p.numel() for p in ours.parameters()),
            "params_timm": sum(p.numel() for p in theirs.parameters())}
     for dtype in dtypes:
@@ -255,7 +260,19 @@ def memory_child(batch: int) -> None:
     step = tiny_step(batch, "fp32")
     for _ in range(3):
         step()
-    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    print(peak_rss_bytes())
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident memory. VmHWM, not ru_maxrss: after fork + exec the latter
+    still includes the parent's memory at fork time."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def memory_per_clip(small: int, large: int) -> dict:
@@ -275,13 +292,17 @@ def memory_per_clip(small: int, large: int) -> dict:
 
 # -- results ----------------------------------------------------------------------------------
 def merge_results(update: dict, path: Path = RESULTS / "cpu.json") -> dict:
-    data = json.loads(path.read_text()) if path.is_file() else {}
-    data.update(update)
+    """Read-modify-write of cpu.json under the lock file data_bench.py uses too; atomic write."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2)
-    os.replace(tmp, path)
+    with open(path.parent / ".cpu.json.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        data = json.loads(path.read_text()) if path.is_file() else {}
+        data.update(update)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
     return data
 
 
@@ -344,6 +365,7 @@ def write_markdown(data: dict, path: Path = RESULTS / "cpu.md") -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     with os.fdopen(fd, "w") as f:
         f.write(render_markdown(data))
+    os.chmod(tmp, 0o644)
     os.replace(tmp, path)
 
 
@@ -366,6 +388,8 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     os.environ["BENCH_THREADS"] = str(args.threads)
     reps = 2 if args.quick else args.reps
+    if args.quick:
+        CLIP.update(frames=8, crop=112)
     layers = 1 if args.quick else args.tower_layers
     t_start = time.time()
     res: dict = {"model_bench_env": {
@@ -378,10 +402,11 @@ def main(argv=None) -> int:
         log("matmul peak")
         peak = res["matmul_peak_gflops"] = matmul_peak(512 if args.quick else 3072, reps)
         log(f"  {peak}")
-    tower_work = (f"MBS video tower shapes (width 1024, 16 heads, MLP 4096), {layers} of 12 layers, "
-                  "batch 1, 32x224x224 clips (1568 tokens), attention dropout 0, Adam")
+    n_tok = (CLIP["frames"] // 4) * (CLIP["crop"] // 16) ** 2
+    tower_work = (f"MBS video tower shapes (width 1024, 16 heads, MLP 4096), {layers} of 12 layers, batch 1, "
+                  f"{CLIP['frames']}x{CLIP['crop']}x{CLIP['crop']} clips ({n_tok} tokens), attention dropout 0, Adam")
     if "train" not in args.skip:
-        ts: dict = {"mbs_video_tower": {"workload": tower_work + ", DropToken 0.5 (784 tokens kept)"},
+        ts: dict = {"mbs_video_tower": {"workload": tower_work + f", DropToken 0.5 ({n_tok // 2} tokens kept)"},
                     "tiny_model": {"workload": "full tiny model (video, audio, 5 captions), batch 8, real objective, Adam"}}
         for dtype in DTYPES:
             log(f"train step: MBS video tower {dtype}")
@@ -410,7 +435,7 @@ def main(argv=None) -> int:
         log(f"  {res['vs_timm']}")
     if "memory" not in args.skip:
         log("memory per clip")
-        res["memory"] = memory_per_clip(2, 4 if args.quick else 10)
+        res["memory"] = memory_per_clip(2, 4 if args.quick else 16)
         log(f"  {res['memory']}")
     res["model_bench_env"]["seconds"] = round(time.time() - t_start, 1)
     if args.quick:

@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import EncoderConfig, ModelConfig
-from .layers import T5Block, T5RelativeBias, TransformerEncoder, RMSNorm, glorot_linear
+from ..config import ModelConfig
+from .layers import RMSNorm, T5Block, T5RelativeBias, TransformerEncoder, glorot_linear
 from .tokenizers import (
     AudioTokenizer, SpatioTemporalPositions, TemporalPositions, VideoTokenizer, keep_indices, take_tokens,
     video_patches,
@@ -57,9 +57,9 @@ class VideoTransformer(_DropTokenMixin, nn.Module):
     DropToken at ``cfg.video.drop_rate`` runs in training mode only.
     """
 
-    def __init__(self, cfg: ModelConfig, encoder: EncoderConfig | None = None):
+    def __init__(self, cfg: ModelConfig):
         super().__init__()
-        enc = encoder or cfg.video_encoder
+        enc = cfg.video_encoder
         self.width = enc.width
         self.drop_rate = cfg.video.drop_rate
         self.per_sample_drop = cfg.droptoken == "sample"
@@ -75,9 +75,9 @@ class VideoTransformer(_DropTokenMixin, nn.Module):
 class AudioTransformer(_DropTokenMixin, nn.Module):
     """WaT over raw waveform patches. ``forward(audio [B, S]) -> [B, D]``."""
 
-    def __init__(self, cfg: ModelConfig, encoder: EncoderConfig | None = None):
+    def __init__(self, cfg: ModelConfig):
         super().__init__()
-        enc = encoder or cfg.audio_encoder
+        enc = cfg.audio_encoder
         self.width = enc.width
         self.drop_rate = cfg.audio.drop_rate
         self.per_sample_drop = cfg.droptoken == "sample"
@@ -166,23 +166,29 @@ class ModalityAgnosticTransformer(nn.Module):
             AudioTokenizer(cfg.audio.patch_size, cfg.audio.num_tokens, d, p, eps, with_positions=False),
             d, TemporalPositions(cfg.audio.num_tokens, d, p, eps), d, cfg.post_proj_dim,
         )
-        self.text = _Stem(_word_table(cfg), cfg.text.word_dim, TemporalPositions(cfg.text.max_words, d, p, eps), d, cfg.post_proj_dim)
+        self.text = _Stem(
+            _word_table(cfg), cfg.text.word_dim, TemporalPositions(cfg.text.max_words, d, p, eps), d, cfg.post_proj_dim,
+        )
         self.encoder = TransformerEncoder(enc, p, eps, cfg.attention_dropout)
 
-    def forward(self, x: torch.Tensor, modality: str) -> torch.Tensor:
+    def _tokens(self, x: torch.Tensor, modality: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Embedded, pre-projected, position-encoded tokens (DropToken applied) and the key mask."""
         stem: _Stem = getattr(self, modality)
-        rate = self.drop_rates.get(modality, 0.0) if self.training else 0.0
-        mask = None
+        if modality == "text":
+            return stem.positions(F.gelu(stem.pre_proj(stem.embed(x)))), padding_mask(x)
         if modality == "video":
             raw, grid = video_patches(x, stem.embed.patch_size)
-        elif modality == "audio":
+            where: tuple = (grid,)
+        else:
             raw = stem.embed.patches(x)
-        if modality == "text":
-            tokens = stem.positions(F.gelu(stem.pre_proj(stem.embed(x))))
-            mask = padding_mask(x)
-        else:  # DropToken before the per-token projections: same result, less work
-            idx = keep_indices(raw.shape[0], raw.shape[1], rate, self.per_sample_drop, x.device)
-            tokens = F.gelu(stem.pre_proj(stem.embed.proj(take_tokens(raw, idx))))
-            tokens = stem.positions(tokens, grid, idx) if modality == "video" else stem.positions(tokens, raw.shape[1], idx)
-        out = self.encoder(prepend(stem.agg, tokens), mask)
-        return F.gelu(stem.post_proj(out[:, 0]))
+            where = (raw.shape[1],)
+        rate = self.drop_rates.get(modality, 0.0) if self.training else 0.0
+        # DropToken before the per-token projections: the official result, without the dropped work
+        idx = keep_indices(raw.shape[0], raw.shape[1], rate, self.per_sample_drop, x.device)
+        tokens = F.gelu(stem.pre_proj(stem.embed.proj(take_tokens(raw, idx))))
+        return stem.positions(tokens, *where, idx), None
+
+    def forward(self, x: torch.Tensor, modality: str) -> torch.Tensor:
+        tokens, mask = self._tokens(x, modality)
+        out = self.encoder(prepend(getattr(self, modality).agg, tokens), mask)
+        return F.gelu(getattr(self, modality).post_proj(out[:, 0]))

@@ -258,11 +258,11 @@ def _check_range(x: torch.Tensor, expected: str) -> None:
         raise InputError(f"expected {expected}; got {describe_tensor(x)}{hint}")
 
 
-def create_model(name: str = DEFAULT_PRESET, vocab: WordTokenizer | None = None, **overrides: Any) -> VATT:
-    """Build a freshly initialised model from a preset name.
+def create_model(name: str | ModelConfig = DEFAULT_PRESET, vocab: WordTokenizer | None = None, **overrides: Any) -> VATT:
+    """Build a freshly initialised model from a preset name (or a :class:`ModelConfig`).
 
     Args:
-        name: ``"tiny"``, ``"bbs"``, ``"mbs"`` (default), ``"lbs"`` or ``"ma-medium"``.
+        name: ``"tiny"``, ``"bbs"``, ``"mbs"`` (default), ``"lbs"``, ``"ma-medium"``, or a config.
         vocab: a :class:`~vatt.text.WordTokenizer`; sets ``text.vocab_size`` to its size unless
             that is overridden, and becomes ``model.tokenizer``.
         overrides: dotted keys (``**{"video.drop_rate": 0.25}``), ``video__drop_rate=0.25``, or

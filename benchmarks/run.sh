@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# All CPU benchmarks (issue #6): model (matmul peak, train-step MFU, DropToken speed-up, vs timm,
+# memory) and data (decode/augment throughput, data-wait fraction). About 10 minutes on 2 cores.
+# Results: benchmarks/results/cpu.json (merged by key) and benchmarks/results/cpu.md.
+#
+#   bash benchmarks/run.sh            # everything
+#   bash benchmarks/run.sh --quick    # smoke run of the model part, prints only
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+if [ -z "${VIRTUAL_ENV:-}" ] && [ -f .venv/bin/activate ]; then
+    . .venv/bin/activate
+fi
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}"
+python benchmarks/bench_model.py "$@"
+if [ "${1:-}" != "--quick" ] && [ -f benchmarks/data_bench.py ]; then
+    python benchmarks/data_bench.py
+    python benchmarks/bench_model.py --markdown-only   # re-render cpu.md with the data results
+fi
