@@ -144,3 +144,52 @@ def test_vocab_build_and_data_check_commands(synth_corpus, tmp_path, capsys):
     assert report["reasons"] == {"empty_file": 1}
     assert {f["path"].rsplit("/", 1)[-1]: f["ok"] for f in report["files"]} == {
         "empty.mp4": False, "retrieval_00000.mp4": True, "retrieval_00001.mp4": True}
+
+
+def sequential_color_jitter(x, b, c, s, turns):
+    """Reference: the four adjustments one after another (float [..., 3] in [0, 1])."""
+    luma = torch.tensor([0.299, 0.587, 0.114])
+    x = x + b
+    m = (x @ luma).mean()
+    x = (x - m) * c + m
+    g = (x @ luma).unsqueeze(-1)
+    x = g + (x - g) * s
+    yiq = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+    th = turns * 2 * np.pi
+    rot = torch.tensor([[1.0, 0, 0], [0, np.cos(th), -np.sin(th)], [0, np.sin(th), np.cos(th)]], dtype=torch.float32)
+    y = x @ yiq.T @ rot.T
+    return (y @ torch.linalg.inv(yiq).T).clamp(0, 1)
+
+
+def test_fused_color_jitter_equals_the_sequential_adjustments():
+    x = torch.rand(4, 16, 16, 3)
+    out = transforms.color_jitter(x.clone(), np.random.default_rng(3))
+    r = np.random.default_rng(3)
+    b, c, s, turns = r.uniform(-32 / 255, 32 / 255), r.uniform(0.6, 1.4), r.uniform(0.6, 1.4), r.uniform(-0.2, 0.2)
+    assert torch.allclose(out, sequential_color_jitter(x, b, c, s, turns), atol=1e-5)
+    grey = torch.full((1, 4, 4, 3), 0.5)  # a grey clip has no hue or saturation to change
+    g = transforms.color_jitter(grey, np.random.default_rng(0))
+    assert torch.allclose(g[..., 0], g[..., 1], atol=1e-5) and torch.allclose(g[..., 1], g[..., 2], atol=1e-5)
+
+
+def test_class_per_folder_of_audio_files_is_a_labelled_set(synth_corpus, tmp_path):
+    wavs = sorted((synth_corpus / "audio_only").glob("*.wav"))[:4]
+    for i, w in enumerate(wavs):
+        d = tmp_path / ("dog" if i % 2 else "rain")
+        d.mkdir(exist_ok=True)
+        (d / w.name).write_bytes(w.read_bytes())
+    assert detect_kind(str(tmp_path))[0] == "labelled"
+    ds = build_dataset(str(tmp_path), CFG, None, train=False)
+    item = ds[0]
+    assert ds.classes == ["dog", "rain"] and item["video_mask"] == 0 and item["audio_mask"] == 1
+    assert [ds.classes[ds[i]["label"].item()] for i in range(4)] == [r.path.split("/")[-2] for r in ds.refs]
+
+
+def test_mixed_streams_differ_between_ranks(synth_corpus):
+    srcs = [str(synth_corpus / "pretrain"), str(synth_corpus / "audio_only")]
+    keys = []
+    for rank in range(2):
+        ds = build_dataset(srcs, CFG, None, weights=[1, 1], seed=0, rank=rank, world_size=2)
+        it = iter(ds)
+        keys.append([next(it)["key"] for _ in range(4)])
+    assert keys[0] != keys[1]

@@ -9,8 +9,8 @@ Source strings and how their type is detected (first match wins; a ``kind:`` pre
 * ``*.csv``, ``*.json``, ``*.jsonl`` -> manifest; rows ``path`` [, ``start``, ``end``,
   ``caption`` (text) or ``captions`` (caption file), ``label`` (``a;b`` for multi-label)].
   Relative paths are relative to the manifest. A ``label`` column makes it a labelled set.
-* a folder whose media all sit in first-level sub-folders, with no caption files ->
-  labelled class-per-folder (class = sub-folder name).
+* a folder whose media all sit in two or more first-level sub-folders, with no caption files ->
+  labelled class-per-folder (class = sub-folder name; video or audio files).
 * a folder holding only audio files (wav/flac/mp3/ogg/m4a/opus) -> audio-only set.
 * any other folder -> videos (recursively) with sidecar captions of the same stem.
 
@@ -97,12 +97,11 @@ def detect_kind(source: str) -> tuple[str, str]:
         files = _media_files(p)
         if not files:
             raise InputError(f"no media files ({', '.join(MEDIA_SUFFIXES)}) under {source}")
+        depth_one = all(f.parent.parent == p for f in files)
+        if depth_one and len({f.parent for f in files}) >= 2 and not any(find_sidecar(f) for f in files[:50]):
+            return "labelled", source
         if all(f.suffix.lower() in AUDIO_SUFFIXES for f in files):
             return "audio", source
-        depth_one = all(f.parent.parent == p for f in files)
-        has_captions = any(find_sidecar(f) for f in files[:50])
-        if depth_one and not has_captions:
-            return "labelled", source
         return "folder", source
     raise InputError(f"cannot tell the type of data source {source} (expected a folder, a .csv/.json manifest or .tar shards)")
 
@@ -420,12 +419,12 @@ class MixedStream(_StatsMixin, IterableDataset):
     iterated (and restarted when exhausted).
     """
 
-    def __init__(self, datasets: list, weights: list[float], seed: int = 0):
+    def __init__(self, datasets: list, weights: list[float], seed: int = 0, rank: int = 0):
         if len(datasets) != len(weights):
             raise InputError(f"{len(datasets)} sources but {len(weights)} weights")
         if any(w < 0 for w in weights) or sum(weights) <= 0:
             raise InputError(f"weights must be non-negative with a positive sum, got {weights}")
-        self.datasets, self.seed = datasets, seed
+        self.datasets, self.seed, self.rank = datasets, seed, rank
         self.weights = np.asarray(weights, dtype=np.float64) / sum(weights)
         self._stats = SampleStats()
         self._epoch = 0
@@ -449,7 +448,8 @@ class MixedStream(_StatsMixin, IterableDataset):
         info = get_worker_info()
         wid = info.id if info is not None else 0
         self._epoch += 1
-        rng = np.random.default_rng([self.seed, torch.initial_seed() % 2**63, wid, self._epoch])
+        # The rank is part of the seed: loaders on all ranks share a seed, streams must differ.
+        rng = np.random.default_rng([self.seed, self.rank, torch.initial_seed() % 2**63, wid, self._epoch])
         its = [self._member_iter(k, rng) for k in range(len(self.datasets))]
         while True:
             k = int(rng.choice(len(its), p=self.weights))
@@ -511,7 +511,7 @@ def build_dataset(sources: list[str] | str, cfg: DataConfig, tokenizer: WordToke
             raise InputError("cannot concatenate sources with different class lists")
         return ClipDataset([r for d in datasets for r in d.refs], cfg, tokenizer, train=train, seed=seed,
                            strict=strict, classes=first.classes, multi_label=any(d.multi_label for d in datasets))
-    return MixedStream(datasets, weights or [1.0] * len(datasets), seed=seed)
+    return MixedStream(datasets, weights or [1.0] * len(datasets), seed=seed, rank=rank)
 
 
 def build_eval_dataset(source: str, cfg: DataConfig, tokenizer: WordTokenizer | None = None, *,

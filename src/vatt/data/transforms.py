@@ -69,19 +69,29 @@ def eval_boxes(H: int, W: int, cfg: DataConfig, num_crops: int = 1) -> list[tupl
     return [(top, (W - side) // 2, side, side) for top in (0, (H - side) // 2, H - side)]
 
 
+_LUMA = torch.tensor([0.299, 0.587, 0.114])
+
+
 def color_jitter(x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
-    """Brightness, contrast, saturation, hue on float ``[T, H, W, 3]`` in [0, 1] (one draw per clip)."""
-    x = x + float(rng.uniform(-32 / 255, 32 / 255))
-    gray = x @ torch.tensor([0.299, 0.587, 0.114])
+    """Brightness, contrast, saturation, hue on float ``[T, H, W, 3]`` in [0, 1] (one draw per clip).
+
+    In order: ``x + b`` (b in ±32/255); contrast ``(x - m) c + m`` around the mean luma m
+    (c in 0.6-1.4); saturation ``g + (x - g) s`` around each pixel's luma g (s in 0.6-1.4); hue
+    rotation by ±0.2 turns in the YIQ chroma plane; then clipped to [0, 1]. All steps are affine
+    in x, so they are composed into one 3x3 matrix and offset: a single pass over the clip.
+    """
+    b = float(rng.uniform(-32 / 255, 32 / 255))
     c = float(rng.uniform(0.6, 1.4))
-    x = (x - gray.mean()) * c + gray.mean()
     s = float(rng.uniform(0.6, 1.4))
-    gray = (x @ torch.tensor([0.299, 0.587, 0.114])).unsqueeze(-1)
-    x = gray + (x - gray) * s
     theta = float(rng.uniform(-0.2, 0.2)) * 2 * math.pi
+    eye = torch.eye(3)
+    m = float(x.reshape(-1, 3).mean(0) @ _LUMA) + b  # mean luma after the brightness shift
+    sat = s * eye + (1 - s) * torch.outer(torch.ones(3), _LUMA)  # x -> s x + (1 - s) g(x)
     rot = torch.tensor([[1.0, 0, 0], [0, math.cos(theta), -math.sin(theta)], [0, math.sin(theta), math.cos(theta)]])
-    m = _YIQ2RGB @ rot @ _RGB2YIQ
-    return (x @ m.T).clamp_(0.0, 1.0)
+    hue = _YIQ2RGB @ rot @ _RGB2YIQ
+    lin = hue @ sat * c  # applied to column vectors: x_out = lin @ x + off
+    off = hue @ sat @ torch.full((3,), b * c + m * (1 - c))
+    return torch.addmm(off, x.reshape(-1, 3), lin.T).reshape(x.shape).clamp_(0.0, 1.0)
 
 
 def train_video(frames: np.ndarray, cfg: DataConfig, rng: np.random.Generator) -> torch.Tensor:
