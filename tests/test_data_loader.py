@@ -193,3 +193,15 @@ def test_mixed_streams_differ_between_ranks(synth_corpus):
         it = iter(ds)
         keys.append([next(it)["key"] for _ in range(4)])
     assert keys[0] != keys[1]
+
+
+def test_manifest_spans_limit_the_windows_and_keep_eval_keys_unique(synth_corpus, tmp_path):
+    clip = sorted((synth_corpus / "pretrain").glob("*.mp4"))[0]
+    (tmp_path / "spans.csv").write_text(f"path,start,end,caption\n{clip},0.0,1.0,first part\n{clip},1.2,2.4,second part\n")
+    ds = build_dataset(str(tmp_path / "spans.csv"), CFG, None, train=True)
+    for _ in range(5):
+        start = float(ds[1]["key"].rsplit("@", 1)[1])
+        assert 1.2 <= start <= 2.4 - CFG.clip_seconds + 1e-6
+    assert ds[0]["captions"] == ["first part"] * 5
+    ev = build_eval_dataset(str(tmp_path / "spans.csv"), CFG, None, num_windows=2)
+    assert [ev[0]["key"], ev[1]["key"]] == [f"{clip}@0.00-1.00", f"{clip}@1.20-2.40"]

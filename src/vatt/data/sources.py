@@ -239,6 +239,14 @@ def _text_for(ref: ClipRef, cfg: DataConfig, tokenizer, center: float, duration:
     return tokenizer.encode(sentences, cfg.max_words), 1.0, sentences
 
 
+def _eval_key(ref: ClipRef) -> str:
+    """The file path, plus the span when a manifest row names part of a file (keys stay unique)."""
+    if ref.start is None and ref.end is None:
+        return ref.path
+    end = "" if ref.end is None else f"{ref.end:.2f}"
+    return f"{ref.path}@{ref.start or 0.0:.2f}-{end}"
+
+
 def _label_tensor(ref: ClipRef, num_classes: int, multi_label: bool):
     if multi_label:
         y = torch.zeros(num_classes, dtype=torch.float32)
@@ -331,7 +339,7 @@ def load_sample(
         "video_mask": torch.tensor(float(has_v)),
         "audio_mask": torch.tensor(float(has_a)),
         "text_mask": torch.tensor(text_mask),
-        "key": f"{ref.path}@{starts[0]:.2f}" if num_windows is None else ref.path,
+        "key": f"{ref.path}@{starts[0]:.2f}" if num_windows is None else _eval_key(ref),
         "captions": sentences,
         "_events": events,
     }
