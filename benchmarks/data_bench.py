@@ -91,7 +91,6 @@ def per_worker(paths, cfg: DataConfig, clips: int, reps: int) -> dict:
     torch.set_num_threads(1)
     rng = np.random.default_rng(0)
     refs = [ClipRef(str(p)) for p in paths]
-    decode_s = []
 
     def run():
         for k in range(clips):

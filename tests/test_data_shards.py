@@ -4,7 +4,6 @@ import json
 import tarfile
 
 import numpy as np
-import pytest
 import torch
 
 from vatt.data import DataConfig, MediaReader, build_dataset, make_loader, split_shards

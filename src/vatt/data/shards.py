@@ -308,7 +308,7 @@ def cut_clips(ref: ClipRef, clip_seconds: float = 10.0, max_side: int = 360, min
     Caption times in the JSON are relative to the clip. Raises MediaError/CaptionError.
     """
     from .captions import read_captions
-    from .decode import MediaReader, resized_size
+    from .decode import MediaReader
     from .encode import encode_mp4
 
     with MediaReader(ref.path) as reader:

@@ -21,7 +21,6 @@ present, else from the sorted labels found; pass ``classes=`` to fix them.
 from __future__ import annotations
 
 import csv
-import glob
 import json
 import logging
 import os
