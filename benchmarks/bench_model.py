@@ -311,7 +311,8 @@ def render_markdown(data: dict) -> str:
     env = data.get("model_bench_env", {})
     if env:
         lines += [f"Machine: {env.get('cpu')} ({env.get('threads')} threads, {env.get('capability')}), "
-                  f"torch {env.get('torch')}, measured {env.get('date')}.", ""]
+                  f"torch {env.get('torch')}, measured {env.get('date')}, load average "
+                  f"{env.get('load_average_start')} -> {env.get('load_average_end')} (shared machine).", ""]
     peak = data.get("matmul_peak_gflops")
     if peak:
         lines += ["| matmul peak (GFLOP/s) | fp32 | bf16 |", "|---|---:|---:|",
@@ -369,12 +370,23 @@ def write_markdown(data: dict, path: Path = RESULTS / "cpu.md") -> None:
     os.replace(tmp, path)
 
 
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"{line.split(':', 1)[1].strip()} x{os.cpu_count()}"
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="tiny sizes, 2 reps, print only")
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--tower-layers", type=int, default=2, help="layers of the MBS video tower (of 12)")
     p.add_argument("--threads", type=int, default=int(os.environ.get("BENCH_THREADS", "2")))
+    p.add_argument("--timm-dtypes", nargs="+", default=["fp32"], choices=list(DTYPES))
     p.add_argument("--skip", nargs="*", default=[], choices=["matmul", "train", "droptoken", "timm", "memory"])
     p.add_argument("--markdown-only", action="store_true", help="re-render cpu.md from cpu.json")
     p.add_argument("--memory-child", type=int, help=argparse.SUPPRESS)
@@ -393,10 +405,14 @@ def main(argv=None) -> int:
     layers = 1 if args.quick else args.tower_layers
     t_start = time.time()
     res: dict = {"model_bench_env": {
-        "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+        "cpu": cpu_name(), "threads": torch.get_num_threads(),
         "capability": torch.backends.cpu.get_cpu_capability(), "torch": torch.__version__,
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "reps": reps,
+        "load_average_start": round(os.getloadavg()[0], 2),
     }}
+    if os.getloadavg()[0] > os.cpu_count():
+        log(f"warning: load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; timings will be noisy "
+            "(on a busy machine --threads 1 is often faster than 2)")
     peak = None
     if "matmul" not in args.skip:
         log("matmul peak")
@@ -431,13 +447,14 @@ def main(argv=None) -> int:
         log(f"  {res['droptoken_speedup']}")
     if "timm" not in args.skip:
         log("vs timm")
-        res["vs_timm"] = vs_timm(layers, reps, ["fp32"] if args.quick else ["fp32", "bf16"])
+        res["vs_timm"] = vs_timm(layers, reps, args.timm_dtypes)
         log(f"  {res['vs_timm']}")
     if "memory" not in args.skip:
         log("memory per clip")
         res["memory"] = memory_per_clip(2, 4 if args.quick else 16)
         log(f"  {res['memory']}")
     res["model_bench_env"]["seconds"] = round(time.time() - t_start, 1)
+    res["model_bench_env"]["load_average_end"] = round(os.getloadavg()[0], 2)
     if args.quick:
         print(json.dumps(res, indent=2))
         return 0
