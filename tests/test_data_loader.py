@@ -205,3 +205,14 @@ def test_manifest_spans_limit_the_windows_and_keep_eval_keys_unique(synth_corpus
     assert ds[0]["captions"] == ["first part"] * 5
     ev = build_eval_dataset(str(tmp_path / "spans.csv"), CFG, None, num_windows=2)
     assert [ev[0]["key"], ev[1]["key"]] == [f"{clip}@0.00-1.00", f"{clip}@1.20-2.40"]
+
+
+def test_manifest_errors_name_the_rows_and_latin1_manifests_are_read(synth_corpus, tmp_path):
+    from vatt.errors import InputError
+
+    media = sorted((synth_corpus / "labelled" / "media").glob("*.mp4"))
+    (tmp_path / "gap.csv").write_text(f"path,label\n{media[0]},a\n{media[1]},\n")
+    with pytest.raises(InputError, match=r"rows \[3\] have no label"):
+        build_dataset(str(tmp_path / "gap.csv"), CFG, None)
+    (tmp_path / "l1.csv").write_bytes(f"path,caption\n{media[0]},caf\xe9 au lait\n".encode("latin-1"))
+    assert build_dataset(str(tmp_path / "l1.csv"), CFG, None, train=False)[0]["captions"][0] == "café au lait"

@@ -221,7 +221,7 @@ class ShardDataset(_StatsMixin, IterableDataset):
                 sample = load_sample(ref, self.cfg, self.tokenizer, train=self.train, rng=rng, strict=self.strict,
                                      num_windows=self.num_windows, num_crops=self.num_crops, classes=self.classes,
                                      multi_label=self.multi_label)
-            except (DataError, OSError, ValueError, RuntimeError) as e:
+            except Exception as e:  # noqa: BLE001 - a bad sample must never end a stream; strict re-raises
                 if self.strict:
                     if isinstance(e, DataError):
                         raise
@@ -359,7 +359,7 @@ def _cut_job(job):
     ref, clip_seconds, max_side, classes = job
     try:
         return ref.path, cut_clips(ref, clip_seconds, max_side, classes=classes), None
-    except (DataError, OSError, ValueError, RuntimeError) as e:
+    except Exception as e:  # noqa: BLE001 - reported in prepare_report.json, never fatal
         reason = getattr(e, "reason", None)
         return ref.path, [], (reason or "decode_error", getattr(e, "detail", "") if reason else f"{type(e).__name__}: {e}")
 

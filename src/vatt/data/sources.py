@@ -35,7 +35,7 @@ from torch.utils.data import Dataset, IterableDataset, get_worker_info
 from ..errors import DataError, InputError
 from ..text import WordTokenizer
 from . import transforms
-from .captions import Caption, CaptionError, find_sidecar, read_captions, select_captions
+from .captions import Caption, CaptionError, decode_text, find_sidecar, read_captions, select_captions
 from .config import DataConfig
 from .decode import MediaError, MediaReader
 from .stats import BAD, MASKED, SampleStats
@@ -138,7 +138,7 @@ def index_labelled_folder(root: str, classes: list[str] | None) -> tuple[list[Cl
 def _manifest_rows(path: Path) -> list[dict]:
     if not path.is_file():
         raise InputError(f"manifest not found: {path}")
-    text = path.read_text(encoding="utf-8-sig")
+    text = decode_text(path.read_bytes(), str(path))
     if path.suffix.lower() == ".csv":
         rows = list(csv.DictReader(text.splitlines()))
         if rows and "path" not in rows[0]:
@@ -175,7 +175,11 @@ def index_manifest(path: str, classes: list[str] | None) -> tuple[list[ClipRef],
     multi = False
     if labelled:
         names = classes or _read_classes_file(mpath.parent) or sorted({lab for labs in label_lists for lab in labs})
-        multi = any(len(labs) != 1 for labs in label_lists)
+        multi = any(len(labs) > 1 for labs in label_lists)
+        if not multi:  # a single-label set: every row needs its one label
+            missing = [i + 2 for i, labs in enumerate(label_lists) if not labs]
+            if missing:
+                raise InputError(f"{mpath}: rows {missing[:5]} have no label (single-label set; use 'a;b' for multi-label)")
     lookup = {c: i for i, c in enumerate(names or [])}
     refs = []
     for i, (r, labs) in enumerate(zip(rows, label_lists)):
@@ -409,7 +413,7 @@ class ClipDataset(_StatsMixin, Dataset):
                 sample = self.load(idx, rng)
                 sample["_events"] = bad + sample["_events"]
                 return sample
-            except (DataError, OSError, ValueError, RuntimeError, MemoryError) as e:
+            except Exception as e:  # noqa: BLE001 - a bad file must never end a run; strict re-raises
                 if self.strict:
                     if isinstance(e, DataError):
                         raise
