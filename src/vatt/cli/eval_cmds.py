@@ -1,5 +1,261 @@
-"""Commands of this group are registered here (see vatt.cli.main)."""
+"""``vatt eval retrieval|linear``, ``vatt finetune``, ``vatt embed``, ``vatt search``,
+``vatt visualize``: argument parsing and tables only; the work is in :mod:`vatt.eval` and
+:mod:`vatt.tools`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def _print_table(headers: list[str], rows: list[list]) -> None:
+    cells = [[f"{c:.4f}" if isinstance(c, float) else str(c) for c in row] for row in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(headers)]
+    print("  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(headers, widths))))
+    for row in cells:
+        print("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))))
+
+
+def _dump(obj) -> None:
+    json.dump(obj, sys.stdout, indent=2)
+    print()
+
+
+def _load(args):
+    from ..model import load_model
+
+    return load_model(args.model, device=args.device)
+
+
+# -- vatt eval retrieval -------------------------------------------------------------------------
+def _retrieval(args) -> int:
+    from ..eval.embed import eval_dataset, extract_features
+    from ..eval.retrieval import AVERAGES, _available, retrieval_from_features
+
+    model = _load(args)
+    dataset = eval_dataset(model, args.data, num_windows=args.windows)
+    outputs = _available(dataset, ["video_vt", "text_vt", "video_va", "audio_va"])
+    feats = extract_features(model, dataset, outputs=outputs, batch_size=args.batch_size, device=args.device,
+                             num_workers=args.workers, progress=not args.json)
+    caption = int(args.caption) if args.caption.isdigit() else args.caption
+    averages = AVERAGES if args.average == "both" else (args.average,)
+    results = {a: retrieval_from_features(feats, average=a, caption=caption) for a in averages}
+    if args.json:
+        _dump(results)
+        return 0
+    n = next(iter(results.values()))["num_videos"]
+    print(f"zero-shot retrieval on {n} videos, {args.windows} windows each (ties: pessimistic)")
+    rows = []
+    for average, res in results.items():
+        for direction in ("text_to_video", "video_to_text", "audio_to_video", "video_to_audio"):
+            if direction in res:
+                m = res[direction]
+                rows.append([direction.replace("_to_", "->"), average, 100 * m["R@1"], 100 * m["R@5"],
+                             100 * m["R@10"], m["MedR"], m["MeanR"]])
+    _print_table(["direction", "average", "R@1 %", "R@5 %", "R@10 %", "MedR", "MeanR"], rows)
+    return 0
+
+
+# -- vatt eval linear ----------------------------------------------------------------------------
+def _linear(args) -> int:
+    from ..eval.linear import CLASSIFIERS, classify_features, frozen_features
+
+    model = _load(args)
+    if args.split:
+        splits = [tuple(s) for s in args.split]
+    elif args.train and args.test:
+        splits = [(args.train, args.test)]
+    else:
+        raise _usage("give --train SRC --test SRC, or --split TRAIN TEST (repeatable)")
+    classifiers = CLASSIFIERS if args.classifier == "both" else (args.classifier,)
+    kw = dict(modality=args.modality, batch_size=args.batch_size, device=args.device, num_workers=args.workers,
+              progress=not args.json)
+    accs: dict[str, list[float]] = {c: [] for c in classifiers}
+    info = {}
+    for train, test in splits:
+        tx, ty = frozen_features(model, train, num_windows=1, **kw)
+        ex, ey = frozen_features(model, test, num_windows=args.windows, **kw)
+        for c in classifiers:
+            res = classify_features(tx, ty, ex, ey, classifier=c, seed=args.seed)
+            accs[c].append(res["accuracy"])
+            info = res
+    results = {c: {"accuracy": sum(a) / len(a), "split_accuracies": a} for c, a in accs.items()}
+    results["chance"], results["num_classes"] = info["chance"], info["num_classes"]
+    if args.json:
+        _dump(results)
+        return 0
+    print(f"linear probe on frozen {args.modality} AGG features: {len(splits)} split(s), "
+          f"{info['num_classes']} classes, chance {100 * info['chance']:.1f}%")
+    _print_table(["classifier", "accuracy %", "per split %"],
+                 [[c, 100 * r["accuracy"], " ".join(f"{100 * a:.1f}" for a in r["split_accuracies"])]
+                  for c, r in results.items() if c in classifiers])
+    return 0
+
+
+# -- vatt finetune -------------------------------------------------------------------------------
+def _finetune(args) -> int:
+    from ..eval.finetune import FinetuneConfig, finetune
+
+    model = _load(args)
+    cfg = FinetuneConfig(task=args.task, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                         warmup_steps=args.warmup, test_windows=args.windows, test_crops=args.crops,
+                         checkpoint_every=args.checkpoint_every, num_workers=args.workers, seed=args.seed,
+                         mixup_alpha=args.mixup)
+    result = finetune(model, args.train, args.val, args.out, config=cfg, device=args.device, progress=not args.json)
+    if args.json:
+        _dump(result)
+        return 0
+    print(f"fine-tuned for {result['steps']} steps ({args.task}, {result['num_classes']} classes); "
+          f"checkpoint in {args.out}/checkpoint")
+    keys = [k for k in ("top1", "top5", "mAP", "AUC", "d_prime") if k in result]
+    _print_table(["metric", "value"], [[k, result[k]] for k in keys] + [["chance", result["chance"]]])
+    return 0
+
+
+# -- vatt embed / vatt search --------------------------------------------------------------------
+def _embed(args) -> int:
+    from pathlib import Path
+
+    from ..eval.embed import embed_source, save_embeddings
+
+    model = _load(args)
+    tensors, meta = embed_source(model, args.src, num_windows=args.windows, batch_size=args.batch_size,
+                                 device=args.device, num_workers=args.workers, progress=True)
+    meta["model"] = str(Path(args.model).resolve())
+    save_embeddings(args.out, tensors, meta)
+    print(f"{len(meta['items'])} {meta['modality']} items -> {args.out}")
+    _print_table(["tensor", "shape"], [[k, "x".join(map(str, v.shape))] for k, v in tensors.items()])
+    return 0
+
+
+def _search(args) -> int:
+    from ..tools.search import search
+
+    hits = search(args.file, args.query, k=args.k, model=args.model, use_faiss=args.faiss)
+    if args.json:
+        _dump([h.__dict__ for h in hits])
+        return 0
+    _print_table(["item", "rank", "score"], [[h.item, h.rank, h.score] for h in hits])
+    return 0
+
+
+# -- vatt visualize ------------------------------------------------------------------------------
+def _visualize(args) -> int:
+    import torch
+
+    from ..eval.embed import eval_dataset, make_eval_loader
+    from ..eval.retrieval import centre_caption
+    from ..model import load_model
+    from ..tools.visualize import feature_figure
+
+    models = {}
+    for path in args.model:
+        m = load_model(path, device=args.device)
+        kind = "modality-agnostic" if m.config.modality_agnostic else "modality-specific"
+        models[f"{m.config.name} ({kind})" if len(args.model) > 1 else kind] = m
+    first = next(iter(models.values()))
+    dataset = eval_dataset(first, args.data, num_windows=1)
+    videos, texts = [], []
+    for batch in make_eval_loader(dataset, 8, args.workers):
+        videos.append(batch["video"][:, 0])
+        texts.append(torch.stack([ids[centre_caption(ids)] for ids in batch["text"]]))
+        if sum(len(v) for v in videos) >= args.max_items:
+            break
+    video, text = torch.cat(videos)[: args.max_items], torch.cat(texts)[: args.max_items]
+    path = feature_figure(models, video.to(args.device), text.to(args.device), args.out, perplexity=args.perplexity)
+    print(f"t-SNE of {len(video)} clips and captions, {len(models)} model(s) -> {path}")
+    return 0
+
+
+def _usage(msg: str):
+    from ..errors import InputError
+
+    return InputError(msg)
+
+
+# -- registration --------------------------------------------------------------------------------
+def _common(p, *, data_workers: bool = True) -> None:
+    p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    p.add_argument("--batch-size", type=int, default=8, help="items per forward (default: 8)")
+    if data_workers:
+        p.add_argument("--workers", type=int, default=0, help="decoding processes (default: 0)")
 
 
 def register(sub) -> None:
-    pass
+    ev = sub.add_parser("eval", help="evaluate a model: zero-shot retrieval, linear probe")
+    ev_sub = ev.add_subparsers(dest="eval_command", metavar="PROTOCOL")
+    ev.set_defaults(func=lambda args: ev.print_help() or 2)
+
+    p = ev_sub.add_parser("retrieval", help="zero-shot text<->video (and audio<->video) retrieval")
+    p.add_argument("--model", required=True, help="model directory (save_pretrained) or run directory")
+    p.add_argument("--data", required=True, help="evaluation source: videos with captions (see docs/DATA.md)")
+    p.add_argument("--windows", type=int, default=4, help="windows per video (default: 4)")
+    p.add_argument("--average", choices=("both", "embeddings", "similarities"), default="both",
+                   help="how windows are combined (default: both)")
+    p.add_argument("--caption", default="centre", help="query caption: centre (default), mean, or an index 0-4")
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    _common(p)
+    p.set_defaults(func=_retrieval)
+
+    p = ev_sub.add_parser("linear", help="linear probe on frozen AGG features")
+    p.add_argument("--model", required=True)
+    p.add_argument("--train", help="labelled training source")
+    p.add_argument("--test", help="labelled test source")
+    p.add_argument("--split", nargs=2, action="append", metavar=("TRAIN", "TEST"),
+                   help="a train/test pair; repeat for several splits (mean accuracy is reported)")
+    p.add_argument("--modality", choices=("video", "audio"), default="video")
+    p.add_argument("--classifier", choices=("logistic", "official", "both"), default="both")
+    p.add_argument("--windows", type=int, default=4, help="test windows averaged (default: 4)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true")
+    _common(p)
+    p.set_defaults(func=_linear)
+
+    p = sub.add_parser("finetune", help="fine-tune a backbone: video / audio (multi-label) / image classification")
+    p.add_argument("--model", required=True)
+    p.add_argument("--task", choices=("video", "audio", "image"), default="video")
+    p.add_argument("--train", required=True, help="labelled training source (image: folder of class folders)")
+    p.add_argument("--val", required=True, help="labelled test source")
+    p.add_argument("--out", required=True, help="output directory (checkpoints; rerun to resume)")
+    p.add_argument("--steps", type=int, default=1000)
+    p.add_argument("--lr", type=float, default=0.005, help="peak SGD learning rate (official 0.005)")
+    p.add_argument("--warmup", type=int, default=2500, help="warmup steps (capped at steps/10)")
+    p.add_argument("--windows", type=int, default=4, help="test windows (default: 4)")
+    p.add_argument("--crops", type=int, choices=(1, 3), default=3, help="test crops per window (default: 3)")
+    p.add_argument("--mixup", type=float, default=5.0, help="audio mixup Beta(a, a); 0 = off (default: 5)")
+    p.add_argument("--checkpoint-every", type=int, default=200)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true")
+    _common(p)
+    p.set_defaults(func=_finetune)
+
+    p = sub.add_parser("embed", help="embed a folder of videos, of audio files, or a text file (one sentence a line)")
+    p.add_argument("src")
+    p.add_argument("--model", required=True)
+    p.add_argument("--out", required=True, help="output .safetensors file")
+    p.add_argument("--windows", type=int, default=4, help="windows averaged per clip (default: 4)")
+    _common(p)
+    p.set_defaults(func=_embed)
+
+    p = sub.add_parser("search", help="search an embeddings file with a sentence")
+    p.add_argument("file", help="a file written by `vatt embed`")
+    p.add_argument("query", help='a sentence, e.g. "a red ball bounces"')
+    p.add_argument("-k", type=int, default=10, help="results to show (default: 10)")
+    p.add_argument("--model", help="model directory (default: the one recorded in FILE)")
+    p.add_argument("--faiss", action=argparse.BooleanOptionalAction, default=None,
+                   help="use FAISS (default: when installed and the collection is large)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_search)
+
+    p = sub.add_parser("visualize", help="t-SNE of video and text features before/after the backbones")
+    p.add_argument("--model", required=True, action="append",
+                   help="model directory; give twice (modality-specific, modality-agnostic) for the paper's figure")
+    p.add_argument("--data", required=True, help="videos with captions")
+    p.add_argument("--out", required=True, help="output PNG")
+    p.add_argument("--max-items", type=int, default=200)
+    p.add_argument("--perplexity", type=float, default=30.0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--workers", type=int, default=0)
+    p.set_defaults(func=_visualize)
+

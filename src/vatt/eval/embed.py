@@ -1,4 +1,4 @@
-"""Run a frozen model over an evaluation set: per-window embeddings of every item.
+"""Run a frozen model over data: per-window features of evaluation sets, and embedding files.
 
 Evaluation sets come from :func:`vatt.data.build_eval_dataset`: one item per video with all its
 views stacked (``"video"`` ``[V, T, H, W, 3]`` with ``V = num_windows x num_crops``, ``"audio"``
@@ -8,13 +8,16 @@ outputs are folded back to ``[N, V, D]``.
 
 from __future__ import annotations
 
+import json
 import logging
+import math
+from pathlib import Path
 from typing import Iterable, Sequence
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ..errors import InputError
+from ..errors import CheckpointError, InputError
 
 log = logging.getLogger(__name__)
 
@@ -30,24 +33,46 @@ def eval_dataset(model, source, *, num_windows: int = 4, num_crops: int = 1) -> 
     """
     if isinstance(source, Dataset):
         return source
-    from ..data import DataConfig, build_eval_dataset  # the data layer sits beside eval, not below model
+    from ..data.config import DataConfig
+    from ..data.sources import build_eval_dataset
 
     cfg = DataConfig.from_model_config(model.config)
     return build_eval_dataset(source, cfg, model.tokenizer, num_windows=num_windows, num_crops=num_crops)
 
 
-def collate_views(items: list[dict]) -> dict:
-    """Stack tensors of equal shape; everything else (keys, paths) becomes a list."""
-    out = {}
-    for name in items[0]:
-        values = [it[name] for it in items]
-        if isinstance(values[0], torch.Tensor):
-            out[name] = torch.stack(values)
-        elif isinstance(values[0], (int, float, bool)):
-            out[name] = torch.tensor(values)
-        else:
-            out[name] = values
-    return out
+def make_eval_loader(dataset: Dataset, batch_size: int, num_workers: int = 0, *, shuffle: bool = False,
+                     drop_last: bool = False, seed: int = 0) -> Iterable[dict]:
+    """Batches of a dataset in order (bad samples dropped and counted in ``dataset.stats()``).
+
+    Uses :func:`vatt.data.loader.make_loader` for the data layer's datasets and the same collate
+    function for any other map-style dataset of Batch-contract items.
+    """
+    from ..data.loader import collate, make_loader
+
+    if hasattr(dataset, "_stats"):
+        return make_loader(dataset, batch_size, num_workers=num_workers, shuffle=shuffle, drop_last=drop_last,
+                           seed=seed, persistent_workers=False, pin_memory=False)
+    gen = torch.Generator().manual_seed(seed)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last,
+                        num_workers=num_workers, collate_fn=collate, generator=gen)
+    return _Stripped(loader)
+
+
+class _Stripped:
+    """Re-iterable view of a loader that drops the data layer's private keys and empty batches."""
+
+    def __init__(self, loader: DataLoader):
+        self.loader = loader
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        for batch in self.loader:
+            batch.pop("_events", None)
+            batch.pop("_good", None)
+            if "key" in batch:
+                yield batch
 
 
 def _mask(batch: dict, modality: str, n: int) -> torch.Tensor:
@@ -71,6 +96,7 @@ def extract_features(model, dataset: Dataset, *, outputs: Sequence[str] = ("vide
     Returns:
         ``{name: float32 [N, views, D]}`` for each requested output (text: ``[N, 5, D]``), plus
         ``"video_mask"``/``"audio_mask"``/``"text_mask"`` ``[N]`` for the modalities run,
+        ``"text_ids"`` ``[N, 5, W]`` when text is run,
         ``"label"`` (when items carry one) and ``"key"`` (list of N sample ids), all on CPU.
     """
     wanted = {m: [o for o in outputs if o.startswith(m + "_")] for m in MODALITIES}
@@ -79,15 +105,15 @@ def extract_features(model, dataset: Dataset, *, outputs: Sequence[str] = ("vide
         raise InputError(f"unknown model outputs {unknown}; expected names like 'video_vt', 'audio_agg'")
     was_training = model.training
     model.eval().to(device)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                        collate_fn=collate_views)
+    loader = make_eval_loader(dataset, batch_size, num_workers)
     chunks: dict[str, list] = {}
     try:
         iterator: Iterable = loader
         if progress:
             from tqdm import tqdm
 
-            iterator = tqdm(loader, desc="embedding", unit="batch", leave=False)
+            iterator = tqdm(loader, desc="embedding", unit="batch", leave=False,
+                            total=math.ceil(len(dataset) / batch_size))
         for batch in iterator:
             n = None
             for modality, names in wanted.items():
@@ -104,12 +130,19 @@ def extract_features(model, dataset: Dataset, *, outputs: Sequence[str] = ("vide
                         raise InputError(f"the model returned no '{name}' (it returned {sorted(out)})")
                     chunks.setdefault(name, []).append(out[name].float().reshape(n, views, -1).cpu())
                 chunks.setdefault(f"{modality}_mask", []).append(_mask(batch, modality, n))
+                if modality == "text":
+                    chunks.setdefault("text_ids", []).append(x.reshape(n, views, -1))
             if "label" in batch:
                 chunks.setdefault("label", []).append(torch.as_tensor(batch["label"]))
             chunks.setdefault("key", []).extend(batch.get("key", [None] * (n or 0)))
     finally:
         model.train(was_training)
     feats = {k: (v if k == "key" else torch.cat(v)) for k, v in chunks.items()}
+    if hasattr(dataset, "stats"):
+        stats = dataset.stats()
+        if stats.get("bad"):
+            log.warning("%d of the evaluation items could not be read and were left out: %s",
+                        stats["bad"], stats.get("reasons"))
     log.debug("extracted %s from %d items", sorted(feats), len(feats.get("key", [])))
     return feats
 
@@ -117,3 +150,126 @@ def extract_features(model, dataset: Dataset, *, outputs: Sequence[str] = ("vide
 def l2_normalize(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     """Unit-length rows along the last dimension (zero rows stay zero)."""
     return x / x.norm(dim=-1, keepdim=True).clamp_min(eps)
+
+
+# -- embedding files (vatt embed / vatt search) ---------------------------------------------------
+EMBEDDINGS_FORMAT = "vatt-embeddings"
+TEXT_SUFFIXES = (".txt",)
+OUTPUTS = {
+    "video": ("video_vt", "video_va", "video_agg"),
+    "audio": ("audio_va", "audio_agg"),
+    "text": ("text_vt", "text_agg"),
+}
+COMMON_SPACES = ("video_vt", "video_va", "audio_va", "text_vt")
+
+
+def read_sentences(path) -> list[str]:
+    """Non-empty lines of a UTF-8 text file (one sentence a line)."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        raise InputError(f"{path} is not UTF-8 text: {e}") from None
+    sentences = [ln.strip() for ln in lines if ln.strip()]
+    if not sentences:
+        raise InputError(f"{path} holds no sentences (expected one sentence a line)")
+    return sentences
+
+
+@torch.no_grad()
+def embed_texts(model, sentences: Sequence[str], *, batch_size: int = 256, device="cpu") -> dict[str, torch.Tensor]:
+    """``{"text_vt": [N, 256] unit vectors, "text_agg": [N, Dt]}`` of sentences (eval mode)."""
+    if model.tokenizer is None:
+        raise InputError("this model has no vocabulary, so it cannot embed sentences")
+    model.eval().to(device)
+    parts: dict[str, list] = {}
+    for i in range(0, len(sentences), batch_size):
+        out = model.encode_text(list(sentences[i : i + batch_size]))
+        for name in OUTPUTS["text"]:
+            parts.setdefault(name, []).append(out[name].float().cpu())
+    feats = {k: torch.cat(v) for k, v in parts.items()}
+    feats["text_vt"] = l2_normalize(feats["text_vt"])
+    return feats
+
+
+def pool_windows(feats: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``[N, V, D]`` per-window outputs -> one ``[N, D]`` vector per item.
+
+    Common-space embeddings: mean of the unit window vectors, normalised again (the retrieval
+    "average embeddings" rule); AGG features: plain mean over windows.
+    """
+    pooled = {}
+    for name, x in feats.items():
+        if not isinstance(x, torch.Tensor) or x.dim() != 3 or name == "text_ids":
+            continue
+        pooled[name] = l2_normalize(l2_normalize(x).mean(1)) if name in COMMON_SPACES else x.mean(1)
+    return pooled
+
+
+def embed_source(model, source, *, num_windows: int = 4, batch_size: int = 8, device="cpu", num_workers: int = 0,
+                 progress: bool = False) -> tuple[dict[str, torch.Tensor], dict]:
+    """Embeddings of a folder of videos, a folder of audio files, or a text file.
+
+    Returns ``(tensors, meta)``: tensors ``{name: [N, D]}`` (video: ``video_vt``, ``video_va``,
+    ``video_agg``; audio: ``audio_va``, ``audio_agg``; text: ``text_vt``, ``text_agg``; common
+    spaces L2-normalised, see :func:`pool_windows`) and meta ``{"modality", "items"}`` where
+    ``items`` are the source paths (text: the sentences), in row order.
+    """
+    src = str(source)
+    if Path(src).is_file() and Path(src).suffix.lower() in TEXT_SUFFIXES:
+        sentences = read_sentences(src)
+        return embed_texts(model, sentences, device=device), {"modality": "text", "items": sentences}
+    from ..data.sources import detect_kind
+
+    kind, _ = detect_kind(src)
+    modality = "audio" if kind == "audio" else "video"
+    dataset = eval_dataset(model, src, num_windows=num_windows)
+    feats = extract_features(model, dataset, outputs=OUTPUTS[modality], batch_size=batch_size, device=device,
+                             num_workers=num_workers, progress=progress)
+    mask = feats[f"{modality}_mask"] > 0
+    keys = [k for k, keep in zip(feats["key"], mask.tolist()) if keep]
+    if len(keys) < len(feats["key"]):
+        log.warning("%d items have no %s and were left out", len(feats["key"]) - len(keys), modality)
+    tensors = {k: v[mask] for k, v in pool_windows(feats).items()}
+    return tensors, {"modality": modality, "items": keys, "num_windows": num_windows}
+
+
+def save_embeddings(path, tensors: dict[str, torch.Tensor], meta: dict) -> Path:
+    """Write ``tensors`` as safetensors with ``meta`` (JSON) in its header, atomically.
+
+    The header's ``"vatt"`` entry holds ``{"format": "vatt-embeddings", "modality", "items",
+    "model", ...}`` so one file is self-describing (``safetensors`` readers show it as metadata).
+    """
+    from safetensors.torch import save
+
+    from ..data.io import atomic_write_bytes
+
+    n = {v.shape[0] for v in tensors.values()}
+    if len(n) != 1 or n.pop() != len(meta.get("items", [])):
+        raise InputError("every tensor needs one row per item in meta['items']")
+    header = {"vatt": json.dumps({"format": EMBEDDINGS_FORMAT, **meta}, ensure_ascii=False)}
+    data = save({k: v.detach().float().cpu().contiguous() for k, v in tensors.items()}, metadata=header)
+    atomic_write_bytes(path, data)
+    return Path(path)
+
+
+def load_embeddings(path) -> tuple[dict[str, torch.Tensor], dict]:
+    """Read a :func:`save_embeddings` file: ``(tensors, meta)``."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"embeddings file not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            header = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f"{path} is not a safetensors embeddings file (from `vatt embed`): {e}") from None
+    try:
+        meta = json.loads(header.get("vatt", ""))
+    except json.JSONDecodeError:
+        meta = None
+    if not isinstance(meta, dict) or meta.get("format") != EMBEDDINGS_FORMAT:
+        raise CheckpointError(f"{path} has no vatt embeddings header (write it with `vatt embed`)")
+    return tensors, meta

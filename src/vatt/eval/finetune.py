@@ -34,7 +34,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from ..errors import CheckpointError, ConfigError, InputError, nearest
-from .embed import collate_views, eval_dataset
+from .embed import eval_dataset, make_eval_loader
 from .metrics import multilabel_metrics, topk_accuracy
 
 log = logging.getLogger(__name__)
@@ -134,12 +134,11 @@ def predict_views(classifier: nn.Module, dataset: Dataset, *, batch_size: int = 
     modality = getattr(classifier, "modality", "video")
     was_training = classifier.training
     classifier.eval().to(device)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                        collate_fn=collate_views)
+    loader = make_eval_loader(dataset, batch_size, num_workers)
     if progress:
         from tqdm import tqdm
 
-        loader = tqdm(loader, desc="testing", unit="batch", leave=False)
+        loader = tqdm(loader, desc="testing", unit="batch", leave=False, total=math.ceil(len(dataset) / batch_size))
     logits, labels = [], []
     try:
         for batch in loader:
@@ -219,7 +218,6 @@ class ImageFolder(Dataset):
         if not self.items:
             raise InputError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in class folders under {root}")
         self.cfg, self.depth, self.train, self.num_crops, self.seed = data_cfg, depth, train, num_crops, seed
-        self.epoch = 0
 
     def __len__(self) -> int:
         return len(self.items)
@@ -238,31 +236,30 @@ class ImageFolder(Dataset):
             raise InputError(f"cannot read image {path}: {e}") from None
         frames = np.repeat(frame[None], self.depth, axis=0)  # a still, repeated along time
         if self.train:
-            rng = np.random.default_rng([self.seed, self.epoch, i])
-            self.epoch += 0
+            rng = np.random.default_rng([self.seed, torch.initial_seed() % 2**63, i])
             video = transforms.train_video(frames, self.cfg, rng)
         else:
             video = transforms.eval_video(frames, self.cfg, self.num_crops)
-        return {"video": video, "label": label, "key": str(path)}
+        return {"video": video, "label": torch.tensor(label), "key": str(path)}
 
 
 def _data_config(model, *, image_depth: int | None = None):
-    from ..data import DataConfig
+    from ..data.config import DataConfig
 
     cfg = DataConfig.from_model_config(model.config)
     return cfg if image_depth is None else cfg.replace(num_frames=image_depth)
 
 
-def build_train_dataset(model, source, cfg: FinetuneConfig) -> Dataset:
+def build_train_dataset(model, source, cfg: FinetuneConfig, classes=None) -> Dataset:
     """Augmented training clips of a labelled source (one random window per item and epoch)."""
     if isinstance(source, Dataset):
         return source
     if cfg.task == "image":
         return ImageFolder(source, _data_config(model, image_depth=_image_depth(model)), _image_depth(model),
                            train=True, seed=cfg.seed)
-    from ..data import build_dataset
+    from ..data.sources import build_dataset
 
-    return build_dataset(source, _data_config(model), model.tokenizer, train=True, seed=cfg.seed)
+    return build_dataset(source, _data_config(model), model.tokenizer, train=True, seed=cfg.seed, classes=classes)
 
 
 def build_test_dataset(model, source, cfg: FinetuneConfig, classes=None) -> Dataset:
@@ -272,8 +269,11 @@ def build_test_dataset(model, source, cfg: FinetuneConfig, classes=None) -> Data
     if cfg.task == "image":
         return ImageFolder(source, _data_config(model, image_depth=_image_depth(model)), _image_depth(model),
                            train=False, num_crops=cfg.test_crops, classes=classes)
+    from ..data.sources import build_eval_dataset
+
     crops = cfg.test_crops if cfg.task == "video" else 1
-    return eval_dataset(model, source, num_windows=cfg.test_windows, num_crops=crops)
+    return build_eval_dataset(source, _data_config(model), model.tokenizer, num_windows=cfg.test_windows,
+                              num_crops=crops, classes=classes)
 
 
 def _image_depth(model) -> int:
@@ -398,9 +398,8 @@ def finetune(model, train_source, val_source, out_dir=None, *, config: FinetuneC
         start = int(state["step"])
         log.info("resuming fine-tuning from step %d of %d (%s)", start, cfg.steps, out_dir)
     pos_weight = inverse_frequency_weights(label_stats).to(device) if multilabel else None
-    loader = DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True, drop_last=len(train_set) > cfg.batch_size,
-                        num_workers=cfg.num_workers, collate_fn=collate_views, generator=gen)
-    batches = _loop(loader)
+    batches = _loop(make_eval_loader(train_set, cfg.batch_size, cfg.num_workers, shuffle=True,
+                                     drop_last=len(train_set) > cfg.batch_size, seed=cfg.seed))
     info = {"config": dataclasses.asdict(cfg), "classes": classes, "num_classes": num_classes}
     bar = None
     if progress:
@@ -415,7 +414,7 @@ def finetune(model, train_source, val_source, out_dir=None, *, config: FinetuneC
         for group in optimizer.param_groups:
             group["lr"] = cfg.lr * warmup_cosine(step, cfg.steps, cfg.effective_warmup)
         if multilabel:
-            x, y = mixup(x, y.float(), cfg.mixup_alpha, gen)
+            x, y = mixup(x, _multi_hot(y, num_classes), cfg.mixup_alpha, gen)
             per_class = nn.functional.binary_cross_entropy_with_logits(classifier(x), y, reduction="none")
             loss = (per_class * pos_weight).mean()
         else:
@@ -425,7 +424,7 @@ def finetune(model, train_source, val_source, out_dir=None, *, config: FinetuneC
         if cfg.backbone_clip_norm > 0:
             torch.nn.utils.clip_grad_norm_(backbone_params, cfg.backbone_clip_norm)
         optimizer.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{losses[-1]:.4f}")
@@ -459,15 +458,26 @@ def _no_droptoken(model) -> None:
 
 
 def _label_info(dataset: Dataset, classes, multilabel: bool) -> tuple[int, torch.Tensor]:
-    """Number of classes and (multi-label) the ``[N, C]`` label matrix of the training set."""
-    labels = getattr(dataset, "labels", None)
-    if labels is None:
-        labels = [dataset[i]["label"] for i in range(len(dataset))] if not classes or multilabel else None
-    if multilabel:
-        stack = torch.stack([torch.as_tensor(l).float() for l in labels])
-        if stack.dim() != 2:
-            raise InputError(f"audio fine-tuning needs multi-hot labels [C], got labels of shape {list(stack.shape[1:])}")
-        return stack.shape[1], stack
-    if classes:
-        return len(classes), torch.empty(0)
-    return int(max(int(l) for l in labels)) + 1, torch.empty(0)
+    """Number of classes and (multi-label task) the ``[N, C]`` multi-hot label matrix of the training set."""
+    if not classes:
+        raise InputError("fine-tuning needs a labelled training set (class folders, or a manifest with a "
+                         "'label' column; see docs/DATA.md)")
+    num_classes = len(classes)
+    if not multilabel:
+        return num_classes, torch.empty(0)
+    matrix = torch.zeros(len(dataset), num_classes)
+    refs = getattr(dataset, "refs", None)
+    for i in range(len(dataset)):
+        label = refs[i].label if refs is not None else _as_indices(dataset[i]["label"])
+        matrix[i, label] = 1.0
+    return num_classes, matrix
+
+
+def _as_indices(label) -> list[int]:
+    label = torch.as_tensor(label)
+    return label.nonzero().flatten().tolist() if label.dim() == 1 else [int(label)]
+
+
+def _multi_hot(y: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Single-label ids ``[B]`` -> one-hot ``[B, C]``; multi-hot ``[B, C]`` unchanged."""
+    return nn.functional.one_hot(y.long(), num_classes).float() if y.dim() == 1 else y.float()

@@ -71,9 +71,10 @@ class LowRankClassifier(nn.Module):
         return self.classify(self.dropout(self.reduce(x)))
 
 
-def fit_official(x: torch.Tensor, y: torch.Tensor, num_classes: int, *, steps: int = 2000, batch_size: int = 256,
+def fit_official(x: torch.Tensor, y: torch.Tensor, num_classes: int, *, steps: int = 1000, batch_size: int = 256,
                  lr: float = 5e-4, l2: float = 0.1, hidden: int = 128, dropout: float = 0.9, seed: int = 0):
-    """Train :class:`LowRankClassifier` with Adam; returns a function ``[M, D] -> labels [M]``."""
+    """Train :class:`LowRankClassifier` with Adam on mini-batches (the whole set when it is
+    smaller than ``batch_size``); returns a function ``[M, D] -> labels [M]``."""
     gen = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
@@ -81,13 +82,20 @@ def fit_official(x: torch.Tensor, y: torch.Tensor, num_classes: int, *, steps: i
     opt = torch.optim.Adam(head.parameters(), lr=lr)
     x, y = x.float(), y.long()
     head.train()
-    for _ in range(steps):
-        idx = torch.randint(0, len(x), (min(batch_size, len(x)),), generator=gen)
-        loss = nn.functional.cross_entropy(head(x[idx]), y[idx])
-        loss = loss + l2 * (head.reduce.weight.square().sum() + head.classify.weight.square().sum())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # matrices this small only lose time to thread synchronisation
+    try:
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)  # dropout masks
+            for _ in range(steps):
+                idx = torch.randperm(len(x), generator=gen)[:batch_size]
+                loss = nn.functional.cross_entropy(head(x[idx]), y[idx])
+                loss = loss + l2 * (head.reduce.weight.square().sum() + head.classify.weight.square().sum())
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+    finally:
+        torch.set_num_threads(threads)
     head.eval()
 
     @torch.no_grad()

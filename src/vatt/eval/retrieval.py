@@ -9,9 +9,12 @@ L2-normalised. Two ways to turn windows into one score per (query, video):
 * ``average="similarities"``: cosine similarity with each window, then the mean.
 
 For audio↔video both sides have windows: the mean is over all (audio window, video window)
-pairs. Each video has one text query: caption ``caption_index`` of its 5 (index 0 is the
-caption of the clip's own window - the centre of the video for evaluation sets; see
-docs/EVALUATION.md). Ranks use pessimistic ties (:mod:`vatt.eval.metrics`).
+pairs. Each video has one text query (``caption="centre"``, the default): the caption at the
+video's centre. Evaluation items carry the 5 captions nearest the video's middle in time order,
+repeated in order when a video has fewer; the query is the middle one of the distinct captions
+(exactly the centre caption when the centre has two neighbours on each side). ``caption`` may
+instead be an index into the 5, or ``"mean"`` (the 5 embeddings averaged like windows). Ranks
+use pessimistic ties (:mod:`vatt.eval.metrics`).
 """
 
 from __future__ import annotations
@@ -46,7 +49,32 @@ def window_similarity(queries: torch.Tensor, candidates: torch.Tensor, average: 
     return q.mean(1) @ c.mean(1).t()
 
 
-def retrieval_from_features(feats: dict, *, average: str = "embeddings", caption_index: int = 0,
+def centre_caption(ids: torch.Tensor) -> int:
+    """Index in ``ids`` ``[5, W]`` of the middle distinct caption (first occurrences, in order)."""
+    firsts: list[int] = []
+    for i in range(ids.shape[0]):
+        if not any(torch.equal(ids[i], ids[j]) for j in firsts):
+            firsts.append(i)
+    return firsts[(len(firsts) - 1) // 2]
+
+
+def text_queries(feats: dict, caption: str | int = "centre") -> torch.Tensor:
+    """One query per item ``[N, 1, D]`` from ``feats["text_vt"]`` ``[N, 5, D]`` (``"mean"``: ``[N, 5, D]``)."""
+    text = feats["text_vt"]
+    if caption == "mean":
+        return text
+    if caption == "centre":
+        if "text_ids" not in feats:
+            raise InputError("caption='centre' needs the caption ids ('text_ids') in the features")
+        index = torch.tensor([centre_caption(ids) for ids in feats["text_ids"]])
+    elif isinstance(caption, int) and 0 <= caption < text.shape[1]:
+        index = torch.full((text.shape[0],), caption)
+    else:
+        raise InputError(f"caption must be 'centre', 'mean' or an index in [0, {text.shape[1]}), got {caption!r}")
+    return text[torch.arange(text.shape[0]), index][:, None]
+
+
+def retrieval_from_features(feats: dict, *, average: str = "embeddings", caption: str | int = "centre",
                             ties: str = "pessimistic") -> dict:
     """Retrieval metrics from :func:`vatt.eval.embed.extract_features` output.
 
@@ -62,9 +90,7 @@ def retrieval_from_features(feats: dict, *, average: str = "embeddings", caption
     result: dict = {"average": average, "num_videos": n}
     text_mask = feats.get("text_mask", torch.ones(n)) > 0
     if "text_vt" in feats and text_mask.sum() >= 2:
-        if not 0 <= caption_index < feats["text_vt"].shape[1]:
-            raise InputError(f"caption_index must be in [0, {feats['text_vt'].shape[1]}), got {caption_index}")
-        text = feats["text_vt"][text_mask][:, caption_index : caption_index + 1]
+        text = text_queries(feats, caption)[text_mask]
         sim = window_similarity(text, feats["video_vt"][text_mask], average)  # [N, N]
         result["text_to_video"] = retrieval_metrics(sim, ties=ties)
         result["video_to_text"] = retrieval_metrics(sim.t(), ties=ties)
@@ -79,7 +105,7 @@ def retrieval_from_features(feats: dict, *, average: str = "embeddings", caption
 
 
 def zero_shot_retrieval(model, source, *, num_windows: int = 4, batch_size: int = 8, device="cpu",
-                        num_workers: int = 0, average: str = "embeddings", caption_index: int = 0,
+                        num_workers: int = 0, average: str = "embeddings", caption: str | int = "centre",
                         with_audio: bool = True, progress: bool = False) -> dict:
     """Zero-shot text↔video (and audio↔video) retrieval of ``model`` on ``source``.
 
@@ -87,6 +113,7 @@ def zero_shot_retrieval(model, source, *, num_windows: int = 4, batch_size: int 
         source: an evaluation source for :func:`vatt.data.build_eval_dataset` (or a built one).
         num_windows: windows per video (paper: 4).
         average: ``"embeddings"`` or ``"similarities"`` (see the module docstring).
+        caption: which caption is each video's query (see the module docstring).
     Returns:
         see :func:`retrieval_from_features`; R@K are fractions in [0, 1], ranks are 1-based.
     """
@@ -96,7 +123,7 @@ def zero_shot_retrieval(model, source, *, num_windows: int = 4, batch_size: int 
     outputs = ["video_vt", "text_vt"] + (["video_va", "audio_va"] if with_audio else [])
     feats = extract_features(model, dataset, outputs=_available(dataset, outputs), batch_size=batch_size,
                              device=device, num_workers=num_workers, progress=progress)
-    result = retrieval_from_features(feats, average=average, caption_index=caption_index)
+    result = retrieval_from_features(feats, average=average, caption=caption)
     log.info("zero-shot retrieval on %d videos (%s): %s", result["num_videos"], average,
              {k: v for k, v in result.get("text_to_video", {}).items()})
     return result

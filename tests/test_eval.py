@@ -1,0 +1,172 @@
+"""Zero-shot retrieval, linear probe and multi-view testing on the demo corpus and on hand-built features."""
+
+import pytest
+import torch
+
+import vatt
+from vatt.data.config import DataConfig
+from vatt.data.sources import build_eval_dataset
+from vatt.errors import InputError
+from vatt.eval.embed import extract_features
+from vatt.eval.finetune import Classifier, predict_views
+from vatt.eval.linear import classify_features, linear_probe
+from vatt.eval.retrieval import (
+    centre_caption,
+    retrieval_from_features,
+    text_queries,
+    window_similarity,
+    zero_shot_retrieval,
+)
+
+
+@pytest.fixture(scope="module")
+def tiny(synth_tokenizer):
+    torch.manual_seed(0)
+    return vatt.create_model("tiny", vocab=synth_tokenizer).eval()
+
+
+# -- window averaging ----------------------------------------------------------------------------
+def _unit(x):
+    return x / x.norm(dim=-1, keepdim=True)
+
+
+def test_window_similarity_matches_brute_force_both_variants():
+    q, c = torch.randn(3, 2, 8), torch.randn(4, 5, 8)
+    emb = window_similarity(q, c, "embeddings")
+    sim = window_similarity(q, c, "similarities")
+    for i in range(3):
+        for j in range(4):
+            qv, cv = _unit(_unit(q[i]).mean(0)), _unit(_unit(c[j]).mean(0))
+            assert emb[i, j] == pytest.approx(float(qv @ cv), abs=1e-6)
+            pairs = [float(_unit(q[i, a]) @ _unit(c[j, b])) for a in range(2) for b in range(5)]
+            assert sim[i, j] == pytest.approx(sum(pairs) / len(pairs), abs=1e-6)
+    # the two variants differ in general (re-normalisation of the mean)
+    assert not torch.allclose(emb, sim)
+
+
+def test_centre_caption_picks_middle_distinct_caption():
+    a, b, c, d, e = (torch.full((16,), i) for i in range(1, 6))
+    assert centre_caption(torch.stack([a, b, c, d, e])) == 2
+    assert centre_caption(torch.stack([a, a, a, a, a])) == 0
+    assert centre_caption(torch.stack([a, b, c, a, b])) == 1  # 3 captions repeated to fill 5
+    assert centre_caption(torch.stack([a, b, a, b, a])) == 0
+
+
+def _aligned_features(n=6, windows=4, dim=16, noise=0.05):
+    g = torch.Generator().manual_seed(1)
+    base = torch.randn(n, dim, generator=g)
+    video = base[:, None] + noise * torch.randn(n, windows, dim, generator=g)
+    text = torch.randn(n, 5, dim, generator=g)
+    text[:, 2] = base + noise * torch.randn(n, dim, generator=g)  # the centre caption matches
+    ids = torch.arange(n * 5 * 16).reshape(n, 5, 16)  # 5 distinct captions -> centre index 2
+    return {"video_vt": video, "text_vt": text, "text_ids": ids, "text_mask": torch.ones(n),
+            "video_va": video.clone(), "audio_va": base[:, None].repeat(1, windows, 1), "audio_mask": torch.ones(n)}
+
+
+def test_retrieval_on_aligned_features_is_perfect_and_uses_centre_caption():
+    feats = _aligned_features()
+    for average in ("embeddings", "similarities"):
+        res = retrieval_from_features(feats, average=average)
+        for direction in ("text_to_video", "video_to_text", "audio_to_video", "video_to_audio"):
+            assert res[direction]["R@1"] == 1.0 and res[direction]["MedR"] == 1.0
+        assert res["num_videos"] == 6
+    # caption 0 is random: retrieval is no longer perfect
+    assert retrieval_from_features(feats, caption=0)["text_to_video"]["R@1"] < 1.0
+    assert text_queries(feats).shape == (6, 1, 16)
+
+
+def test_retrieval_leaves_out_items_without_audio_or_text():
+    feats = _aligned_features()
+    feats["audio_mask"][:] = 0
+    feats["text_mask"][0] = 0
+    res = retrieval_from_features(feats)
+    assert "audio_to_video" not in res and res["num_text_queries"] == 5
+    with pytest.raises(InputError, match="caption"):
+        retrieval_from_features(feats, caption=7)
+
+
+# -- on the demo corpus --------------------------------------------------------------------------
+def test_zero_shot_retrieval_on_demo_corpus_reports_all_directions(tiny, synth_corpus):
+    src = str(synth_corpus / "retrieval")
+    n = len(list((synth_corpus / "retrieval").glob("*.mp4")))
+    res = zero_shot_retrieval(tiny, src, num_windows=2, average="similarities")
+    assert res["num_videos"] == n
+    for direction in ("text_to_video", "video_to_text", "audio_to_video", "video_to_audio"):
+        m = res[direction]
+        assert set(m) == {"R@1", "R@5", "R@10", "MedR", "MeanR"}
+        assert 0.0 <= m["R@1"] <= m["R@5"] <= m["R@10"] <= 1.0
+        assert 1.0 <= m["MedR"] <= n and 1.0 <= m["MeanR"] <= n
+
+
+def test_extract_features_folds_views_back(tiny, synth_corpus):
+    cfg = DataConfig.from_model_config(tiny.config)
+    ds = build_eval_dataset(str(synth_corpus / "retrieval"), cfg, tiny.tokenizer, num_windows=2, num_crops=3)
+    feats = extract_features(tiny, ds, outputs=["video_vt", "audio_va", "text_vt"], batch_size=4)
+    n = len(ds)
+    assert feats["video_vt"].shape == (n, 6, 256)
+    assert feats["audio_va"].shape == (n, 2, 512)
+    assert feats["text_vt"].shape == (n, 5, 256) and feats["text_ids"].shape == (n, 5, 16)
+    # the flat batch gives the same vectors as one view at a time
+    item = ds[0]
+    direct = tiny(video=item["video"])["video_vt"]
+    torch.testing.assert_close(feats["video_vt"][0], direct, rtol=1e-4, atol=1e-5)
+
+
+# -- linear probe ----------------------------------------------------------------------------------
+def test_classifiers_separate_separable_blobs():
+    g = torch.Generator().manual_seed(0)
+    centres = 4 * torch.randn(3, 10, generator=g)
+    y = torch.arange(90) % 3
+    x = centres[y] + 0.3 * torch.randn(90, 10, generator=g)
+    for clf in ("logistic", "official"):
+        res = classify_features(x[:60], y[:60], x[60:], y[60:], classifier=clf, num_classes=3)
+        assert res["accuracy"] == 1.0 and res["chance"] == pytest.approx(1 / 3)
+    # shuffled labels: nothing to learn, accuracy near chance
+    res = classify_features(x[:60], y[torch.randperm(60, generator=g)], x[60:], y[60:], classifier="logistic")
+    assert res["accuracy"] < 0.7
+
+
+def test_linear_probe_on_demo_corpus(tiny, synth_corpus):
+    lab = synth_corpus / "labelled"
+    res = linear_probe(tiny, str(lab / "train.csv"), str(lab / "test.csv"), num_windows=2)
+    assert res["num_classes"] == 4 and res["chance"] == 0.25
+    assert 0.0 <= res["accuracy"] <= 1.0 and res["classifier"] == "logistic"
+    both = linear_probe(tiny, None, None, splits=[(str(lab / "train.csv"), str(lab / "test.csv"))] * 2,
+                        num_windows=1, classifier="official")
+    assert len(both["split_accuracies"]) == 2
+    assert both["accuracy"] == pytest.approx(sum(both["split_accuracies"]) / 2)
+    with pytest.raises(InputError, match="either"):
+        linear_probe(tiny, str(lab / "train.csv"), None, splits=[])
+
+
+# -- multi-view test ------------------------------------------------------------------------------
+class CountingClassifier(torch.nn.Module):
+    """Wraps a classifier and records how many views each forward receives."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner, self.modality, self.views_seen = inner, inner.modality, []
+
+    def forward(self, x):
+        self.views_seen.append(x.shape[0])
+        return self.inner(x)
+
+
+def test_multi_view_test_averages_logits_of_exactly_12_views(tiny, synth_corpus):
+    cfg = DataConfig.from_model_config(tiny.config)
+    ds = build_eval_dataset(str(synth_corpus / "labelled" / "test.csv"), cfg, None, num_windows=4, num_crops=3)
+    clf = Classifier(tiny, "video", 4)
+    torch.nn.init.normal_(clf.head.weight)  # non-zero logits (the head starts at zero)
+    counting = CountingClassifier(clf)
+    logits, labels = predict_views(counting, ds, batch_size=2)
+    n = len(ds)
+    assert sum(counting.views_seen) == 12 * n
+    assert logits.shape == (n, 4) and labels.shape == (n,)
+    clf.eval()
+    with torch.no_grad():
+        for i in range(n):
+            views = ds[i]["video"]
+            assert views.shape[0] == 12
+            per_view = torch.stack([clf(views[v : v + 1])[0] for v in range(12)])
+            torch.testing.assert_close(logits[i], per_view.mean(0), rtol=1e-4, atol=1e-5)
+            assert not torch.allclose(logits[i], per_view[:11].mean(0), atol=1e-6)
