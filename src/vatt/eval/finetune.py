@@ -359,8 +359,18 @@ def load_checkpoint(ckpt_dir, classifier: Classifier, optimizer: torch.optim.Opt
         for key, value in state["optimizer"]["scalars"].items():
             idx, name = key.split(".", 1)
             per_param.setdefault(int(idx), {})[name] = value
-        optimizer.load_state_dict({"state": per_param, "param_groups": state["optimizer"]["param_groups"]})
+        try:
+            optimizer.load_state_dict({"state": per_param, "param_groups": state["optimizer"]["param_groups"]})
+        except (ValueError, KeyError) as e:
+            raise CheckpointError(f"{ckpt_dir}: the optimizer state does not fit this classifier ({e})") from None
     return state
+
+
+def make_optimizer(classifier: Classifier, cfg: FinetuneConfig) -> torch.optim.SGD:
+    """SGD with momentum; group 0 = backbone (gradient-clipped), group 1 = head."""
+    return torch.optim.SGD([{"params": list(classifier.backbone.parameters())},
+                            {"params": list(classifier.head.parameters())}],
+                           lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 
 # -- the protocol --------------------------------------------------------------------------------
@@ -388,10 +398,8 @@ def finetune(model, train_source, val_source, out_dir=None, *, config: FinetuneC
     num_classes, label_stats = _label_info(train_set, classes, multilabel)
     bias = -math.log(num_classes - 1) if multilabel and num_classes > 1 else 0.0
     classifier = Classifier(model, cfg.modality, num_classes, dropout=cfg.head_dropout, bias_init=bias).to(device)
-    backbone_params = list(classifier.backbone.parameters())
-    head_params = list(classifier.head.parameters())
-    optimizer = torch.optim.SGD([{"params": backbone_params}, {"params": head_params}], lr=cfg.lr,
-                                momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    optimizer = make_optimizer(classifier, cfg)
+    backbone_params = optimizer.param_groups[0]["params"]
     start = 0
     if out_dir is not None and (Path(out_dir) / "checkpoint").is_dir():
         state = load_checkpoint(Path(out_dir) / "checkpoint", classifier, optimizer)

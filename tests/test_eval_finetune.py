@@ -1,0 +1,141 @@
+"""Fine-tuning: recipe pieces, checkpoints and resume, the audio and image tasks."""
+
+import json
+import logging
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import vatt
+from vatt.errors import CheckpointError, ConfigError
+from vatt.eval.finetune import (
+    Classifier,
+    FinetuneConfig,
+    ImageFolder,
+    finetune,
+    inverse_frequency_weights,
+    load_checkpoint,
+    make_optimizer,
+    mixup,
+    warmup_cosine,
+)
+
+
+def test_warmup_cosine_schedule():
+    assert warmup_cosine(0, 100, 10) == pytest.approx(0.1)
+    assert warmup_cosine(9, 100, 10) == pytest.approx(1.0)
+    assert warmup_cosine(10, 100, 10) == pytest.approx(1.0)
+    assert warmup_cosine(55, 100, 10) == pytest.approx(0.5)
+    assert warmup_cosine(100, 100, 10) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_audio_head_starts_at_the_class_prior():
+    model = vatt.create_model("tiny")
+    c = 5
+    clf = Classifier(model, "audio", c, bias_init=-math.log(c - 1)).eval()
+    probs = torch.sigmoid(clf(torch.rand(2, 12800) * 2 - 1))
+    torch.testing.assert_close(probs, torch.full((2, c), 1 / c))
+
+
+def test_inverse_frequency_weights():
+    labels = torch.tensor([[1, 1, 1], [1, 1, 0], [1, 0, 0], [1, 0, 0]], dtype=torch.float32)
+    w = inverse_frequency_weights(labels)  # counts 4, 2, 1
+    expected = torch.tensor([1 / 4, 1 / 2, 1.0])
+    torch.testing.assert_close(w, expected * 3 / expected.sum())
+    assert w.mean() == pytest.approx(1.0)
+
+
+def test_mixup_blends_inputs_and_labels_with_one_lambda():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(6, 10)
+    y = torch.nn.functional.one_hot(torch.arange(6) % 3, 3).float()
+    mx, my = mixup(x, y, 5.0, g)
+    torch.testing.assert_close(my.sum(1), torch.ones(6))  # still a distribution
+    # recover lambda from a label row and check the input uses the same blend
+    g2 = torch.Generator().manual_seed(0)
+    perm = torch.randperm(6, generator=g2)
+    lam = float(((mx - x[perm]) / (x - x[perm]))[0, 0]) if not torch.equal(x[0], x[perm][0]) else None
+    if lam is not None:
+        assert 0 < lam < 1
+        torch.testing.assert_close(mx, lam * x + (1 - lam) * x[perm])
+        torch.testing.assert_close(my, lam * y + (1 - lam) * y[perm])
+    assert mixup(x, y, 0.0, g)[0] is x  # alpha 0 = off
+
+
+def test_config_rejects_unknown_task():
+    with pytest.raises(ConfigError, match="task"):
+        FinetuneConfig(task="vidoe")
+
+
+def _short(**kw):
+    base = dict(steps=2, batch_size=4, warmup_steps=1, test_windows=1, test_crops=1, checkpoint_every=1, lr=0.01)
+    base.update(kw)
+    return base
+
+
+def test_finetune_writes_checkpoints_and_resumes(synth_corpus, tmp_path, caplog):
+    lab = synth_corpus / "labelled"
+    model = vatt.create_model("tiny")
+    out = tmp_path / "ft"
+    res = finetune(model, str(lab / "train.csv"), str(lab / "test.csv"), out, **_short())
+    assert set(res) >= {"top1", "top5", "chance", "num_classes"} and res["num_classes"] == 4
+    ckpt = out / "checkpoint"
+    state = json.loads((ckpt / "state.json").read_text())
+    assert state["step"] == 2 and state["classes"] == ["circle", "square", "triangle", "cross"]
+    assert (ckpt / "model.safetensors").is_file() and (ckpt / "optimizer.safetensors").is_file()
+    assert json.loads((out / "results.json").read_text())["top1"] == res["top1"]
+    assert not list(out.glob(".checkpoint*"))  # no temporary folders left behind
+
+    # the checkpoint restores the fine-tuned weights and the SGD momentum exactly
+    trained = {k: v.clone() for k, v in Classifier(model, "video", 4).state_dict().items() if k.startswith("backbone")}
+    fresh_model = vatt.create_model("tiny")
+    fresh = Classifier(fresh_model, "video", 4)
+    opt = make_optimizer(fresh, FinetuneConfig())
+    load_checkpoint(ckpt, fresh, opt)
+    for k, v in fresh.state_dict().items():
+        if k in trained:
+            torch.testing.assert_close(v, trained[k])
+    assert all("momentum_buffer" in s for s in opt.state.values()) and len(opt.state) > 0
+
+    # rerunning the same command continues from step 2
+    caplog.set_level(logging.INFO, logger="vatt.eval.finetune")
+    finetune(vatt.create_model("tiny"), str(lab / "train.csv"), str(lab / "test.csv"), out, **_short(steps=3))
+    assert "resuming fine-tuning from step 2 of 3" in caplog.text
+    assert json.loads((ckpt / "state.json").read_text())["step"] == 3
+
+
+def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
+    (tmp_path / "state.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="corrupt"):
+        load_checkpoint(tmp_path, Classifier(vatt.create_model("tiny"), "video", 2))
+
+
+def test_audio_task_runs_multilabel_recipe(synth_corpus):
+    lab = synth_corpus / "labelled"
+    res = finetune(vatt.create_model("tiny"), str(lab / "train.csv"), str(lab / "test.csv"), None,
+                   **_short(task="audio", test_windows=2))
+    assert res["task"] == "audio" and 0.0 <= res["top1"] <= 1.0
+
+
+def test_image_task_repeats_the_still_for_one_temporal_token(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for c, colour in enumerate([(255, 0, 0), (0, 0, 255)]):
+            d = tmp_path / split / f"class{c}"
+            d.mkdir(parents=True)
+            for i in range(2):
+                img = np.clip(np.array(colour) + rng.normal(0, 20, (80, 100, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(img).save(d / f"{i}.png")
+    model = vatt.create_model("tiny")
+    depth = model.config.video.patch_size[0]
+    data_cfg = __import__("vatt.data.config", fromlist=["DataConfig"]).DataConfig.from_model_config(model.config)
+    item = ImageFolder(tmp_path / "test", data_cfg.replace(num_frames=depth), depth, train=False, num_crops=3)[0]
+    assert item["video"].shape == (3, depth, 64, 64, 3)
+    torch.testing.assert_close(item["video"][:, 0], item["video"][:, -1])  # the same still at every time
+    res = finetune(model, str(tmp_path / "train"), str(tmp_path / "test"), None,
+                   **_short(task="image", test_crops=3, batch_size=2))
+    assert res["num_classes"] == 2 and res["num_test"] == 4
