@@ -20,7 +20,8 @@ Workloads (documented in the output too):
   measured separately as ``train_step.attention_dropout_cost``).
 * *tiny model*: the full ``tiny`` preset (video, audio, 5 captions) with the real objective.
 * FLOPs are counted by ``torch.utils.flop_counter.FlopCounterMode`` over one real forward and
-  backward (2 FLOPs per multiply-add); MFU = achieved FLOP/s / measured matmul peak of the dtype.
+  backward (2 FLOPs per multiply-add); MFU = achieved FLOP/s / the dtype's matmul peak (best square size), re-measured in turn with
+  the steps so that both see the same load.
 """
 
 from __future__ import annotations
@@ -62,6 +63,21 @@ def median_seconds(fn, reps: int, warmup: int = 1) -> float:
         fn()
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
+
+
+def interleaved_seconds(fns: dict, reps: int, warmup: int = 1) -> dict:
+    """Median seconds of each function, timed in turn (a, b, a, b, ...) so that a load change on
+    a shared machine hits every contender alike."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times: dict = {k: [] for k in fns}
+    for _ in range(reps):
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def autocast(dtype: str):
@@ -129,11 +145,22 @@ def tower_step(layers: int, batch: int, drop: float, dtype: str) -> Step:
 
 
 def measure_step(step: Step, reps: int, peak: dict | None) -> dict:
+    """Median step time; with ``peak``, MFU against the matmul peak re-measured in turn with the
+    steps (at the size that gave the peak), so both see the same load on a shared machine."""
     flops = step.flops()  # also the warm-up
-    s = median_seconds(step, reps, warmup=0)
+    fns = {"step": step}
+    if peak:
+        by_size = peak["by_size"][step.dtype]
+        n = int(max(by_size, key=by_size.get))
+        a, b = (torch.randn(n, n, dtype=DTYPES[step.dtype]) for _ in range(2))
+        fns["matmul"] = lambda: torch.mm(a, b)
+    times = interleaved_seconds(fns, reps, warmup=0)
+    s = times["step"]
     res = {"step_s": round(s, 3), "gflop_per_step": round(flops / 1e9, 2), "gflop_s": round(flops / s / 1e9, 1)}
     if peak:
-        res["mfu"] = round(flops / s / 1e9 / peak[step.dtype], 3)
+        mm_gflops = 2 * n**3 / times["matmul"] / 1e9
+        res["matmul_gflop_s_alongside"] = round(mm_gflops, 1)
+        res["mfu"] = round(flops / s / 1e9 / mm_gflops, 3)
     return res
 
 
@@ -249,8 +276,8 @@ def vs_timm(layers: int, reps: int, dtypes) -> dict:
                 model.zero_grad(set_to_none=True)
             return run
 
-        t_ours = median_seconds(step(ours, video), reps)
-        t_timm = median_seconds(step(theirs, image), reps)
+        times = interleaved_seconds({"ours": step(ours, video), "timm": step(theirs, image)}, reps)
+        t_ours, t_timm = times["ours"], times["timm"]
         res[dtype] = {"ours_s": round(t_ours, 3), "timm_s": round(t_timm, 3), "ratio": round(t_timm / t_ours, 3)}
     return res
 
@@ -442,9 +469,9 @@ def main(argv=None) -> int:
     if "droptoken" not in args.skip:
         log("DropToken speed-up (fp32)")
         step0, step50 = tower_step(layers, 1, 0.0, "fp32"), tower_step(layers, 1, 0.5, "fp32")
-        f0, f50 = step0.flops(), step50.flops()
-        s0 = median_seconds(step0, reps, warmup=0)
-        s50 = median_seconds(step50, reps, warmup=0)
+        f0, f50 = step0.flops(), step50.flops()  # also the warm-up
+        times = interleaved_seconds({"drop0": step0, "drop50": step50}, reps, warmup=0)
+        s0, s50 = times["drop0"], times["drop50"]
         res["droptoken_speedup"] = {"speedup": round(s0 / s50, 3), "dtype": "fp32", "step_s_drop0": round(s0, 3),
                                     "step_s_drop50": round(s50, 3), "flop_ratio": round(f0 / f50, 3),
                                     "workload": tower_work}
