@@ -159,7 +159,7 @@ def test_load_rejects_foreign_directories(tmp_path):
 def test_bad_inputs_raise_input_error(tiny):
     video, audio, text = tiny_batch(tiny.config)
     tiny.eval()
-    with pytest.raises(InputError, match=r"\[B, T, H, W, 3\] float in \[-1, 1\].*channels-first"):
+    with pytest.raises(InputError, match=r"\[B, T, H, W, 3\] in \[-1, 1\].*channels-first"):
         tiny(video=video.permute(0, 4, 1, 2, 3))
     with pytest.raises(InputError, match=r"0\.\.255"):
         tiny(video=(video + 1) * 127.5)

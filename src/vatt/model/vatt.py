@@ -111,8 +111,8 @@ class VATT(nn.Module):
     def check_video(self, video: torch.Tensor) -> None:
         v = self.config.video
         expected = (
-            f"video [B, T, H, W, 3] float in [-1, 1] with T a multiple of {v.patch_size[0]} and H, W multiples of "
-            f"{v.patch_size[1]}x{v.patch_size[2]} (this model: [B, {v.num_frames}, {v.crop_size}, {v.crop_size}, 3])"
+            f"video [B, T, H, W, 3] in [-1, 1] (floating point; T a multiple of {v.patch_size[0]}, H of "
+            f"{v.patch_size[1]}, W of {v.patch_size[2]}; this model: [B, {v.num_frames}, {v.crop_size}, {v.crop_size}, 3])"
         )
         ok = (
             isinstance(video, torch.Tensor)
@@ -129,7 +129,7 @@ class VATT(nn.Module):
     def check_audio(self, audio: torch.Tensor) -> None:
         a = self.config.audio
         expected = (
-            f"audio [B, S] float in [-1, 1] with S a multiple of {a.patch_size} (this model: "
+            f"audio [B, S] in [-1, 1] (floating point; S a multiple of {a.patch_size}; this model: "
             f"[B, {a.num_samples}] at {a.sample_rate} Hz)"
         )
         ok = (
