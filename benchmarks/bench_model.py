@@ -335,8 +335,31 @@ def merge_results(update: dict, path: Path = RESULTS / "cpu.json") -> dict:
     return data
 
 
+TARGETS = (  # (label, path in cpu.json, comparison, target) from issue #6
+    ("train-step MFU, fp32, MBS video tower", ("train_step", "mfu"), ">=", 0.65),
+    ("DropToken speed-up (drop 0% / 50%)", ("droptoken_speedup", "speedup"), ">=", 1.8),
+    ("vs timm ViT, fp32 (throughput ratio)", ("vs_timm", "fp32", "ratio"), ">=", 1.0),
+    ("data wait fraction (demo, 2 workers)", ("data", "data_wait_fraction"), "<", 0.10),
+)
+
+
+def _get(data: dict, path):
+    for key in path:
+        if not isinstance(data, dict) or key not in data:
+            return None
+        data = data[key]
+    return data
+
+
 def render_markdown(data: dict) -> str:
-    lines = ["# CPU benchmarks", ""]
+    lines = ["# CPU benchmarks", "", "`bash benchmarks/run.sh` writes this file and `cpu.json`.", "",
+             "| target | measured | goal | met |", "|---|---:|---:|:---:|"]
+    for label, path, op, goal in TARGETS:
+        value = _get(data, path)
+        if value is not None:
+            met = value >= goal if op == ">=" else value < goal
+            lines.append(f"| {label} | {value} | {op} {goal} | {'yes' if met else 'no'} |")
+    lines.append("")
     env = data.get("model_bench_env", {})
     if env:
         lines += [f"Machine: {env.get('cpu')} ({env.get('threads')} threads, {env.get('capability')}), "
@@ -384,7 +407,18 @@ def render_markdown(data: dict) -> str:
     mem = data.get("memory")
     if mem:
         lines += [f"Memory: {mem['per_clip_mb']} MB peak RSS per clip in training ({mem['geometry']}).", ""]
-    other = {k: v for k, v in data.items() if k not in MODEL_KEYS}
+    d = data.get("data")
+    if isinstance(d, dict):
+        lines += ["| data (clips/s) | demo geometry | paper geometry |", "|---|---:|---:|"]
+        for label, key in (("decode + augment, one worker", "per_worker"), ("DataLoader, 2 workers", "loader_2_workers")):
+            row = [_get(d, (key, g, "clips_s")) for g in ("demo", "paper")]
+            if any(v is not None for v in row):
+                lines.append(f"| {label} | {row[0]} | {row[1]} |")
+        lines.append("")
+        if "data_wait_fraction" in d:
+            run = d.get("training_run", {})
+            lines += [f"Data wait: {d['data_wait_fraction']} of step time ({run.get('workload', 'demo training run')}).", ""]
+    other = {k: v for k, v in data.items() if k not in MODEL_KEYS + ("data",)}
     if other:
         lines += ["## Other results", ""]
         for key, value in other.items():
@@ -394,9 +428,10 @@ def render_markdown(data: dict) -> str:
 
 
 def write_markdown(data: dict, path: Path = RESULTS / "cpu.md") -> None:
+    text = render_markdown(data)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     with os.fdopen(fd, "w") as f:
-        f.write(render_markdown(data))
+        f.write(text)
     os.chmod(tmp, 0o644)
     os.replace(tmp, path)
 
