@@ -94,6 +94,9 @@ def test_padding_words_are_masked_as_keys(preset):
     with torch.no_grad():
         table[ids[0, 0]].add_(1.0)  # a real word does matter
     assert not torch.allclose(model(text=ids)["text_agg"][0], before[0])
+    # a sample without text (all padding, e.g. audio-only data) still gives finite outputs
+    empty = model.train()(text=torch.zeros(4, 5, 16, dtype=torch.long))
+    assert torch.isfinite(empty["text_vt"]).all()
 
 
 def test_heads_follow_the_official_placement():
