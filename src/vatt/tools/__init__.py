@@ -1,1 +1,2 @@
-"""Tools built on the model: FLOP and parameter counting (flops)."""
+"""Tools built on the model: FLOP and parameter counting (flops), t-SNE figures (visualize),
+embedding search (search)."""
