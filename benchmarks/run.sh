@@ -5,6 +5,10 @@
 #
 #   bash benchmarks/run.sh            # everything
 #   bash benchmarks/run.sh --quick    # smoke run of the model part, prints only
+#   bash benchmarks/run.sh --threads 1   # on a busy shared machine (how the committed numbers were taken)
+#
+# vs_timm needs timm, installed without its dependencies (torchvision would pull another torch):
+#   pip install -c constraints.txt --no-deps timm
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 if [ -z "${VIRTUAL_ENV:-}" ] && [ -f .venv/bin/activate ]; then
