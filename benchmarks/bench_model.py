@@ -362,7 +362,7 @@ def render_markdown(data: dict) -> str:
     lines.append("")
     env = data.get("model_bench_env", {})
     if env:
-        lines += [f"Machine: {env.get('cpu')} ({env.get('threads')} threads, {env.get('capability')}), "
+        lines += [f"Machine: {env.get('cpu')} cores ({env.get('capability')}), intra-op threads: {env.get('threads')}, "
                   f"torch {env.get('torch')}, measured {env.get('date')}, load average "
                   f"{env.get('load_average_start')} -> {env.get('load_average_end')} (shared machine).", ""]
     peak = data.get("matmul_peak_gflops")
