@@ -48,6 +48,7 @@ def register(sub) -> None:
     d.add_argument("--preset", default="tiny", help="training preset (default: tiny)")
     d.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
     d.add_argument("--clips", type=int, default=None, help="pretraining clips to generate (default: by preset)")
+    d.add_argument("--steps", type=int, default=None, help="a fixed number of pretraining steps instead of --minutes")
     d.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                    help="training config overrides, as for pretrain")
     d.set_defaults(func=run_demo)
@@ -153,7 +154,7 @@ def run_demo(args) -> int:
     from ..train.demo import format_report_table, run_demo as demo
 
     report = demo(args.out, minutes=args.minutes, preset=args.preset, device=args.device, clips=args.clips,
-                  overrides=args.overrides, progress=True)
+                  steps=args.steps, overrides=args.overrides, progress=True)
     print()
     print(format_report_table(report))
     print(f"\nreport: {os.path.join(args.out, 'report.md')}")

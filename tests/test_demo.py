@@ -1,0 +1,40 @@
+"""`vatt demo`, reduced: the trained tiny model beats the same architecture at random init on
+zero-shot text->video retrieval and on the linear probe; the report has the documented keys.
+
+The full default demo (10 minutes, 200 clips) measured margins are in docs/TRAINING.md; this
+reduced run (fixed steps, a smaller corpus) asserts a safe fraction of its own measured margins.
+"""
+
+import json
+
+import pytest
+
+from vatt.cli.main import main
+
+CLIPS, STEPS = 96, 120
+# Margins measured for this reduced run (see docs/TRAINING.md); the test asserts about half.
+MIN_R5_GAIN, MIN_PROBE_GAIN = 0.10, 0.0
+
+
+@pytest.mark.slow
+def test_reduced_demo_beats_random_init_and_writes_the_report(tmp_path, capsys):
+    out = tmp_path / "demo"
+    rc = main(["demo", "--out", str(out), "--clips", str(CLIPS), "--steps", str(STEPS), "--minutes", "0"])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "text->video R@1" in printed and "linear probe accuracy" in printed
+    report = json.loads((out / "report.json").read_text())
+    rr, lp, tr = report["retrieval"], report["linear_probe"], report["train"]
+    for name in ("pretrained", "random_init"):
+        assert set(rr[name]) == {"R@1", "R@5", "R@10", "MedR"}
+        assert all(0.0 <= rr[name][k] <= 1.0 for k in ("R@1", "R@5", "R@10"))
+        assert 0.0 <= lp[name] <= 1.0
+    assert rr["chance_R@1"] == pytest.approx(1 / rr["num_videos"]) and lp["chance"] == pytest.approx(0.25)
+    assert tr["steps"] == STEPS and tr["seconds"] > 0 and tr["clips_per_second"] > 0
+    assert tr["final_loss"] < 4.0  # below the chance loss log(2 x 32) = 4.16
+    assert rr["pretrained"]["R@5"] >= rr["random_init"]["R@5"] + MIN_R5_GAIN, rr
+    assert rr["pretrained"]["MedR"] < rr["random_init"]["MedR"], rr
+    assert lp["pretrained"] >= lp["random_init"] + MIN_PROBE_GAIN, lp
+    for png in ("loss_curves.png", "retrieval_examples.png", "tsne_video_text.png"):
+        assert (out / "plots" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "![loss curves](plots/loss_curves.png)" in (out / "report.md").read_text()
