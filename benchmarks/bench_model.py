@@ -27,7 +27,6 @@ Workloads (documented in the output too):
 from __future__ import annotations
 
 import argparse
-import fcntl
 import json
 import os
 import platform
@@ -38,6 +37,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from results_file import merge_results
 
 import torch
 import torch.nn.functional as F
@@ -320,21 +321,6 @@ def memory_per_clip(small: int, large: int) -> dict:
 
 
 # -- results ----------------------------------------------------------------------------------
-def merge_results(update: dict, path: Path = RESULTS / "cpu.json") -> dict:
-    """Read-modify-write of cpu.json under the lock file data_bench.py uses too; atomic write."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.parent / ".cpu.json.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        data = json.loads(path.read_text()) if path.is_file() else {}
-        data.update(update)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    return data
-
-
 TARGETS = (  # (label, path in cpu.json, comparison, target) from issue #6
     ("train-step MFU, fp32, MBS video tower", ("train_step", "mfu"), ">=", 0.65),
     ("DropToken speed-up (drop 0% / 50%)", ("droptoken_speedup", "speedup"), ">=", 1.8),

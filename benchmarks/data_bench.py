@@ -23,7 +23,6 @@ Numbers on a 2-core machine shared with other jobs are noisy; they are medians, 
 from __future__ import annotations
 
 import argparse
-import fcntl
 import json
 import os
 import statistics
@@ -32,6 +31,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from results_file import merge_results
 
 import numpy as np
 import torch
@@ -191,21 +192,6 @@ def torchcodec_rate(paths, cfg: DataConfig, clips: int, reps: int) -> dict:
     rate, _ = median_rate(run, clips, reps)
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
     return {"available": True, "decode_only_clips_s": round(rate, 2), "note": "full-size frames, no resize/augment"}
-
-
-def merge_results(update: dict, path: Path = RESULTS / "cpu.json") -> dict:
-    """Read-modify-write of cpu.json under a lock file; the write itself is atomic (os.replace)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.parent / ".cpu.json.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        data = json.loads(path.read_text()) if path.is_file() else {}
-        data.update(update)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    return data
 
 
 def main(argv=None) -> int:
