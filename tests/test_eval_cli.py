@@ -1,0 +1,60 @@
+"""The evaluation commands end to end on the demo corpus (tiny untrained model)."""
+
+import json
+
+import pytest
+
+import vatt
+from vatt.cli.main import main
+
+
+@pytest.fixture(scope="module")
+def model_dir(synth_tokenizer, tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli_model") / "tiny"
+    vatt.create_model("tiny", vocab=synth_tokenizer).save_pretrained(out)
+    return out
+
+
+def _run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_eval_retrieval_json_has_both_averagings(model_dir, synth_corpus, capsys):
+    code, out, err = _run(capsys, "eval", "retrieval", "--model", model_dir, "--data", synth_corpus / "retrieval",
+                          "--windows", "1", "--json")
+    assert code == 0, err
+    res = json.loads(out)
+    assert set(res) == {"embeddings", "similarities"}
+    for variant in res.values():
+        assert {"text_to_video", "video_to_text", "audio_to_video", "video_to_audio"} <= set(variant)
+    code, out, err = _run(capsys, "eval", "retrieval", "--model", model_dir, "--data", synth_corpus / "retrieval",
+                          "--windows", "1", "--average", "embeddings")
+    assert code == 0 and "text->video" in out and "MedR" in out
+
+
+def test_eval_linear_table(model_dir, synth_corpus, capsys):
+    lab = synth_corpus / "labelled"
+    code, out, err = _run(capsys, "eval", "linear", "--model", model_dir, "--train", lab / "train.csv",
+                          "--test", lab / "test.csv", "--windows", "1", "--classifier", "logistic", "--json")
+    assert code == 0, err
+    res = json.loads(out)
+    assert res["num_classes"] == 4 and 0 <= res["logistic"]["accuracy"] <= 1
+
+
+def test_visualize_writes_png(model_dir, synth_corpus, tmp_path, capsys):
+    png = tmp_path / "tsne.png"
+    code, out, err = _run(capsys, "visualize", "--model", model_dir, "--data", synth_corpus / "retrieval",
+                          "--out", png, "--max-items", "6")
+    assert code == 0, err
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bad_inputs_are_one_line_errors(model_dir, synth_corpus, tmp_path, capsys):
+    code, out, err = _run(capsys, "eval", "retrieval", "--model", tmp_path / "nope", "--data", synth_corpus / "retrieval")
+    assert code == 2 and "model not found" in err and "Traceback" not in err
+    code, out, err = _run(capsys, "eval", "linear", "--model", model_dir)
+    assert code == 2 and "--train" in err
+    code, out, err = _run(capsys, "embed", tmp_path / "missing.txt", "--model", model_dir, "--out", tmp_path / "e")
+    assert code == 2 and "not found" in err
