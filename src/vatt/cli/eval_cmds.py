@@ -31,11 +31,11 @@ def _load(args):
 # -- vatt eval retrieval -------------------------------------------------------------------------
 def _retrieval(args) -> int:
     from ..eval.embed import eval_dataset, extract_features
-    from ..eval.retrieval import AVERAGES, _available, retrieval_from_features
+    from ..eval.retrieval import AVERAGES, available_outputs, retrieval_from_features
 
     model = _load(args)
     dataset = eval_dataset(model, args.data, num_windows=args.windows)
-    outputs = _available(dataset, ["video_vt", "text_vt", "video_va", "audio_va"])
+    outputs = available_outputs(dataset, ["video_vt", "text_vt", "video_va", "audio_va"])
     feats = extract_features(model, dataset, outputs=outputs, batch_size=args.batch_size, device=args.device,
                              num_workers=args.workers, progress=not args.json)
     caption = int(args.caption) if args.caption.isdigit() else args.caption

@@ -13,9 +13,9 @@
 
 DropToken is off while fine-tuning (the official fine-tuning configs use drop rate 0).
 Checkpoints: ``OUT/checkpoint/`` holds ``model.safetensors`` (backbone + head),
-``optimizer.safetensors`` and ``state.json`` (step, config, classes), written atomically;
-rerunning the same command on the same ``OUT`` resumes from it. The final classifier is
-``OUT/classifier/``.
+``optimizer.safetensors`` and ``state.json`` (step, config, classes), written as a whole
+(a fresh folder swapped in); rerunning the same command on the same ``OUT`` resumes from it, and
+``OUT/results.json`` holds the test metrics.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import json
 import logging
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -34,7 +34,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from ..errors import CheckpointError, ConfigError, InputError, nearest
-from .embed import eval_dataset, make_eval_loader
+from .embed import make_eval_loader
 from .metrics import multilabel_metrics, topk_accuracy
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,6 @@ class FinetuneConfig:
     checkpoint_every: int = 200
     num_workers: int = 0
     seed: int = 0
-    extra: dict = field(default_factory=dict)  # free-form notes saved with the checkpoint
 
     def __post_init__(self):
         if self.task not in TASKS:

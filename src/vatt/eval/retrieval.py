@@ -121,7 +121,7 @@ def zero_shot_retrieval(model, source, *, num_windows: int = 4, batch_size: int 
         raise InputError(f"average must be one of {AVERAGES}, got {average!r}")
     dataset = eval_dataset(model, source, num_windows=num_windows)
     outputs = ["video_vt", "text_vt"] + (["video_va", "audio_va"] if with_audio else [])
-    feats = extract_features(model, dataset, outputs=_available(dataset, outputs), batch_size=batch_size,
+    feats = extract_features(model, dataset, outputs=available_outputs(dataset, outputs), batch_size=batch_size,
                              device=device, num_workers=num_workers, progress=progress)
     result = retrieval_from_features(feats, average=average, caption=caption)
     log.info("zero-shot retrieval on %d videos (%s): %s", result["num_videos"], average,
@@ -129,7 +129,7 @@ def zero_shot_retrieval(model, source, *, num_windows: int = 4, batch_size: int 
     return result
 
 
-def _available(dataset, outputs: list[str]) -> list[str]:
+def available_outputs(dataset, outputs: list[str]) -> list[str]:
     """Drop the outputs of modalities the dataset's items do not carry at all.
 
     Items that carry a modality with mask 0 (e.g. a video without an audio track) are kept and

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import io
 import logging
-import os
 from pathlib import Path
 from typing import Mapping, Sequence
 
