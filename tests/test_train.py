@@ -107,6 +107,8 @@ def test_sigterm_leaves_checkpoint_and_resume_reproduces_trajectory(tmp_path):
     assert part.stopped == "signal" and part.step == 4 and part.signal == signal.SIGTERM
     assert C.latest_checkpoint(tmp_path / "run").name == "step_0000004"
     assert not (tmp_path / "run" / "model").exists()  # no final model for an unfinished run
+    with pytest.raises(CheckpointError, match="--resume auto"):  # never silently restart a run
+        pretrain(cfg, data, tmp_path / "run", vocab=VOCAB)
     resumed = pretrain(cfg, data, tmp_path / "run", vocab=VOCAB, resume="auto")
     assert resumed.stopped == "done" and resumed.step == 6
     got = [m["loss"] for m in read_metrics(tmp_path / "run")]

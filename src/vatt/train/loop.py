@@ -220,6 +220,7 @@ class Trainer:
 
     def setup(self) -> None:
         cfg = self.cfg
+        ckpt = self._find_resume()
         self._prepare_run_dir()
         from .. import create_model
 
@@ -237,7 +238,6 @@ class Trainer:
         self.step, self.skipped, self.bad_in_row = 0, 0, 0
         self.elapsed_before = 0.0
         start_slot = 0
-        ckpt = self._find_resume()
         if ckpt is not None:
             state = C.load_checkpoint(ckpt, model=self.model, optimizer=self.optimizer)
             self.step = int(state["step"])
@@ -272,6 +272,12 @@ class Trainer:
 
     def _find_resume(self) -> Path | None:
         if not self.resume:
+            existing = C.latest_checkpoint(self.run_dir)
+            if existing is not None:
+                raise CheckpointError(
+                    f"{self.run_dir} already holds checkpoints (newest: {existing.name}); pass --resume auto "
+                    "(resume='auto') to continue that run, or choose another --out"
+                )
             return None
         if self.resume == "auto":
             return C.latest_checkpoint(self.run_dir)
