@@ -139,3 +139,55 @@ def test_image_task_repeats_the_still_for_one_temporal_token(tmp_path):
     res = finetune(model, str(tmp_path / "train"), str(tmp_path / "test"), None,
                    **_short(task="image", test_crops=3, batch_size=2))
     assert res["num_classes"] == 2 and res["num_test"] == 4
+
+
+# -- learning ----------------------------------------------------------------------------------------
+class _Items(torch.utils.data.Dataset):
+    def __init__(self, items, classes):
+        self.items, self.classes = items, classes
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        return self.items[i]
+
+
+def _colour_manifests(corpus, out):
+    """Manifests over the demo corpus' clips labelled by colour (attributes.csv): train = the
+    pretraining and labelled-train clips, test = the labelled-test and retrieval clips."""
+    import csv
+
+    rows = list(csv.DictReader(open(corpus / "attributes.csv")))
+    out.mkdir()
+    for split, prefixes in (("train", ("pretrain/", "labelled/media/train")), ("test", ("labelled/media/test", "retrieval/"))):
+        lines = ["path,label"] + [f"{corpus / r['path']},{r['colour']}" for r in rows
+                                  if r["path"].startswith(prefixes) and r["path"].endswith(".mp4")]
+        (out / f"{split}.csv").write_text("\n".join(lines) + "\n")
+    return out / "train.csv", out / "test.csv"
+
+
+@pytest.mark.slow
+def test_finetuning_from_scratch_beats_chance_on_held_out_clips(synth_corpus, tmp_path):
+    """The official video recipe (SGD, warmup-cosine, label smoothing, clip 0.75, dropout 0.5,
+    12-view test) on the tiny model from scratch. The class is the object's colour: the corpus'
+    own label (shape) stays at chance from scratch in any CPU budget we measured (see
+    docs/EVALUATION.md); colour is learnable from scratch."""
+    from vatt.data.config import DataConfig
+    from vatt.data.sources import build_eval_dataset
+
+    train_csv, test_csv = _colour_manifests(synth_corpus, tmp_path / "colour")
+    torch.manual_seed(0)
+    model = vatt.create_model("tiny")
+    cfg = DataConfig.from_model_config(model.config)
+    # decode once: two windows per training clip become two training items
+    tr = build_eval_dataset(str(train_csv), cfg, None, num_windows=2)
+    train = _Items([{"video": it["video"][w], "label": it["label"], "key": it["key"]}
+                    for it in (tr[i] for i in range(len(tr))) for w in range(2)], tr.classes)
+    te = build_eval_dataset(str(test_csv), cfg, None, num_windows=4, num_crops=3, classes=tr.classes)
+    test = _Items([te[i] for i in range(len(te))], tr.classes)
+    # lr 0.01 (official 0.005): from scratch it reaches 0.92 vs 0.75 at 0.005 (measured, 300 steps)
+    res = finetune(model, train, test, None, steps=300, batch_size=8, lr=0.01, warmup_steps=10)
+    assert res["num_test"] == len(te) >= 12 and res["chance"] == 0.25
+    print("fine-tuning from scratch, colour:", res)
+    assert res["top1"] >= 0.5, res
