@@ -58,3 +58,15 @@ def test_bad_inputs_are_one_line_errors(model_dir, synth_corpus, tmp_path, capsy
     assert code == 2 and "--train" in err
     code, out, err = _run(capsys, "embed", tmp_path / "missing.txt", "--model", model_dir, "--out", tmp_path / "e")
     assert code == 2 and "not found" in err
+
+
+def test_finetune_command_writes_checkpoint_and_json(model_dir, synth_corpus, tmp_path, capsys):
+    lab = synth_corpus / "labelled"
+    out = tmp_path / "ft"
+    code, stdout, err = _run(capsys, "finetune", "--model", model_dir, "--task", "video", "--train", lab / "train.csv",
+                             "--val", lab / "test.csv", "--out", out, "--steps", "1", "--batch-size", "2",
+                             "--windows", "1", "--crops", "1", "--json")
+    assert code == 0, err
+    res = json.loads(stdout)
+    assert res["steps"] == 1 and res["num_classes"] == 4 and "top1" in res
+    assert json.loads((out / "checkpoint" / "state.json").read_text())["step"] == 1
