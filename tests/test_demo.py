@@ -11,9 +11,10 @@ import pytest
 
 from vatt.cli.main import main
 
-CLIPS, STEPS = 96, 120
-# Margins measured for this reduced run (see docs/TRAINING.md); the test asserts about half.
-MIN_R5_GAIN, MIN_PROBE_GAIN = 0.10, 0.0
+CLIPS, STEPS = 96, 200
+# The gain in text->video R@5 + R@10 measured for a 120-step run of this size was +0.17 (24
+# videos); the assertion keeps about half of it. See docs/TRAINING.md for the full demo's margins.
+MIN_RECALL_GAIN = 0.08
 
 
 @pytest.mark.slow
@@ -26,15 +27,22 @@ def test_reduced_demo_beats_random_init_and_writes_the_report(tmp_path, capsys):
     report = json.loads((out / "report.json").read_text())
     rr, lp, tr = report["retrieval"], report["linear_probe"], report["train"]
     for name in ("pretrained", "random_init"):
-        assert set(rr[name]) == {"R@1", "R@5", "R@10", "MedR"}
+        assert {"R@1", "R@5", "R@10", "MedR"} <= set(rr[name])
         assert all(0.0 <= rr[name][k] <= 1.0 for k in ("R@1", "R@5", "R@10"))
         assert 0.0 <= lp[name] <= 1.0
     assert rr["chance_R@1"] == pytest.approx(1 / rr["num_videos"]) and lp["chance"] == pytest.approx(0.25)
     assert tr["steps"] == STEPS and tr["seconds"] > 0 and tr["clips_per_second"] > 0
-    assert tr["final_loss"] < 4.0  # below the chance loss log(2 x 32) = 4.16
-    assert rr["pretrained"]["R@5"] >= rr["random_init"]["R@5"] + MIN_R5_GAIN, rr
-    assert rr["pretrained"]["MedR"] < rr["random_init"]["MedR"], rr
-    assert lp["pretrained"] >= lp["random_init"] + MIN_PROBE_GAIN, lp
+    assert tr["final_loss"] < 3.9  # chance: log(2 x 32) = 4.16
+
+    def recall(res):
+        return res["R@5"] + res["R@10"]
+
+    def mean_rank(name):  # over both directions: 2 x 24 ranks, steadier than one median
+        return rr[name]["MeanR"] + rr["video_to_text"][name]["MeanR"]
+
+    assert recall(rr["pretrained"]) >= recall(rr["random_init"]) + MIN_RECALL_GAIN, rr
+    assert mean_rank("pretrained") < mean_rank("random_init"), rr
+    assert lp["pretrained"] > lp["random_init"], lp
     for png in ("loss_curves.png", "retrieval_examples.png", "tsne_video_text.png"):
         assert (out / "plots" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "![loss curves](plots/loss_curves.png)" in (out / "report.md").read_text()

@@ -302,14 +302,16 @@ def run_demo(out: str | os.PathLike, *, minutes: float = 10.0, preset: str = "ti
     plot_losses(out / "run" / "metrics.jsonl", plots / "loss_curves.png")
 
     # 5. report
-    def r(name):
-        t2v = results[name]["retrieval"]["text_to_video"]
-        return {k: t2v[k] for k in ("R@1", "R@5", "R@10", "MedR")}
+    def r(name, direction="text_to_video"):
+        res = results[name]["retrieval"][direction]
+        return {k: res[k] for k in ("R@1", "R@5", "R@10", "MedR", "MeanR")}
 
     n_videos = results["pretrained"]["retrieval"]["num_videos"]
     report = {
         "retrieval": {"pretrained": r("pretrained"), "random_init": r("random_init"), "chance_R@1": 1.0 / n_videos,
-                      "num_videos": n_videos, "direction": "text_to_video", "num_windows": 4},
+                      "num_videos": n_videos, "direction": "text_to_video", "num_windows": 4,
+                      "video_to_text": {"pretrained": r("pretrained", "video_to_text"),
+                                        "random_init": r("random_init", "video_to_text")}},
         "linear_probe": {"pretrained": results["pretrained"]["linear_probe"]["accuracy"],
                          "random_init": results["random_init"]["linear_probe"]["accuracy"],
                          "chance": results["pretrained"]["linear_probe"]["chance"],
