@@ -82,9 +82,17 @@ def test_embedding_the_same_clip_twice_gives_the_same_vector(synth_corpus, synth
     first, meta = embed_source(model, folder, num_windows=2)
     again, _ = embed_source(model, folder, num_windows=2)
     assert meta["modality"] == "video" and [p.rsplit("/", 1)[-1] for p in meta["items"]] == ["a.mp4", "b.mp4"]
+    # in another batch (beside a different clip) the clip still gets the same vector: eval mode
+    other = tmp_path / "mixed"
+    other.mkdir()
+    shutil.copy(clip, other / "a.mp4")
+    shutil.copy(sorted((synth_corpus / "retrieval").glob("*.mp4"))[1], other / "c.mp4")
+    mixed, _ = embed_source(model, other, num_windows=2)
     for name in ("video_vt", "video_va", "video_agg"):
         assert torch.equal(first[name][0], first[name][1])
         assert torch.equal(first[name], again[name])
+        torch.testing.assert_close(mixed[name][0], first[name][0], rtol=1e-5, atol=1e-6)
+        assert not torch.allclose(mixed[name][1], first[name][0])
     assert torch.allclose(first["video_vt"].norm(dim=1), torch.ones(2))
 
 
