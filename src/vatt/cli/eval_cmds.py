@@ -51,8 +51,8 @@ def _retrieval(args) -> int:
         for direction in ("text_to_video", "video_to_text", "audio_to_video", "video_to_audio"):
             if direction in res:
                 m = res[direction]
-                rows.append([direction.replace("_to_", "->"), average, 100 * m["R@1"], 100 * m["R@5"],
-                             100 * m["R@10"], m["MedR"], m["MeanR"]])
+                rows.append([direction.replace("_to_", "->"), average, *(f"{100 * m[k]:.1f}" for k in ("R@1", "R@5", "R@10")),
+                             f"{m['MedR']:.1f}", f"{m['MeanR']:.2f}"])
     _print_table(["direction", "average", "R@1 %", "R@5 %", "R@10 %", "MedR", "MeanR"], rows)
     return 0
 
@@ -88,7 +88,7 @@ def _linear(args) -> int:
     print(f"linear probe on frozen {args.modality} AGG features: {len(splits)} split(s), "
           f"{info['num_classes']} classes, chance {100 * info['chance']:.1f}%")
     _print_table(["classifier", "accuracy %", "per split %"],
-                 [[c, 100 * r["accuracy"], " ".join(f"{100 * a:.1f}" for a in r["split_accuracies"])]
+                 [[c, f"{100 * r['accuracy']:.1f}", " ".join(f"{100 * a:.1f}" for a in r["split_accuracies"])]
                   for c, r in results.items() if c in classifiers])
     return 0
 
