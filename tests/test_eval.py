@@ -168,3 +168,17 @@ def test_multi_view_test_averages_logits_of_exactly_12_views(tiny, synth_corpus)
             per_view = torch.stack([clf(views[v : v + 1])[0] for v in range(12)])
             torch.testing.assert_close(logits[i], per_view.mean(0), rtol=1e-4, atol=1e-5)
             assert not torch.allclose(logits[i], per_view[:11].mean(0), atol=1e-6)
+
+
+def test_test_set_missing_classes_keeps_training_label_ids(tiny, synth_corpus, tmp_path):
+    from vatt.eval.linear import frozen_features
+
+    lab = synth_corpus / "labelled"
+    rows = [ln.split(",") for ln in (lab / "test.csv").read_text().splitlines()[1:] if ln.strip()]
+    (tmp_path / "crosses.csv").write_text("path,label\n" + "".join(f"{lab / p},{c}\n" for p, c in rows if c == "cross"))
+    _, _, classes = frozen_features(tiny, str(lab / "train.csv"), num_windows=1, batch_size=16)
+    assert classes == ["circle", "square", "triangle", "cross"]
+    _, y, _ = frozen_features(tiny, str(tmp_path / "crosses.csv"), num_windows=1, classes=classes)
+    assert y.tolist() == [3] * len(y) and len(y) >= 1
+    _, y_alone, _ = frozen_features(tiny, str(tmp_path / "crosses.csv"), num_windows=1)
+    assert y_alone.tolist() == [0] * len(y)  # what would happen without the training classes

@@ -74,10 +74,11 @@ def _linear(args) -> int:
     accs: dict[str, list[float]] = {c: [] for c in classifiers}
     info = {}
     for train, test in splits:
-        tx, ty = frozen_features(model, train, num_windows=1, **kw)
-        ex, ey = frozen_features(model, test, num_windows=args.windows, **kw)
+        tx, ty, classes = frozen_features(model, train, num_windows=1, **kw)
+        ex, ey, _ = frozen_features(model, test, num_windows=args.windows, classes=classes, **kw)
         for c in classifiers:
-            res = classify_features(tx, ty, ex, ey, classifier=c, seed=args.seed)
+            res = classify_features(tx, ty, ex, ey, classifier=c, num_classes=len(classes) if classes else None,
+                                    seed=args.seed)
             accs[c].append(res["accuracy"])
             info = res
     results = {c: {"accuracy": sum(a) / len(a), "split_accuracies": a} for c, a in accs.items()}

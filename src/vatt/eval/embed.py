@@ -24,12 +24,14 @@ log = logging.getLogger(__name__)
 MODALITIES = ("video", "audio", "text")
 
 
-def eval_dataset(model, source, *, num_windows: int = 4, num_crops: int = 1) -> Dataset:
+def eval_dataset(model, source, *, num_windows: int = 4, num_crops: int = 1, classes=None) -> Dataset:
     """The evaluation set of ``source`` for ``model``'s input geometry.
 
     Args:
         source: anything :func:`vatt.data.build_eval_dataset` accepts (a folder, a manifest, a
             ``vatt data synth`` output ...), or an already built dataset, returned unchanged.
+        classes: class names fixing the label ids of a labelled source (e.g. the training
+            set's, so a test set missing some classes keeps the same ids).
     """
     if isinstance(source, Dataset):
         return source
@@ -37,7 +39,8 @@ def eval_dataset(model, source, *, num_windows: int = 4, num_crops: int = 1) -> 
     from ..data.sources import build_eval_dataset
 
     cfg = DataConfig.from_model_config(model.config)
-    return build_eval_dataset(source, cfg, model.tokenizer, num_windows=num_windows, num_crops=num_crops)
+    return build_eval_dataset(source, cfg, model.tokenizer, num_windows=num_windows, num_crops=num_crops,
+                              classes=classes)
 
 
 def make_eval_loader(dataset: Dataset, batch_size: int, num_workers: int = 0, *, shuffle: bool = False,

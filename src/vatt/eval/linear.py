@@ -30,11 +30,13 @@ MODALITIES = ("video", "audio")
 
 
 def frozen_features(model, source, *, modality: str = "video", num_windows: int = 1, batch_size: int = 8,
-                    device="cpu", num_workers: int = 0, progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """Window-averaged AGG features ``[N, D]`` and labels ``[N]`` of a labelled source."""
+                    device="cpu", num_workers: int = 0, progress: bool = False, classes=None
+                    ) -> tuple[torch.Tensor, torch.Tensor, list[str] | None]:
+    """Window-averaged AGG features ``[N, D]``, labels ``[N]`` and the class names (None when
+    the source does not name them) of a labelled source; ``classes`` fixes the label ids."""
     if modality not in MODALITIES:
         raise InputError(f"modality must be one of {MODALITIES}, got {modality!r}")
-    dataset = eval_dataset(model, source, num_windows=num_windows)
+    dataset = eval_dataset(model, source, num_windows=num_windows, classes=classes)
     feats = extract_features(model, dataset, outputs=[f"{modality}_agg"], batch_size=batch_size,
                              device=device, num_workers=num_workers, progress=progress)
     if "label" not in feats:
@@ -42,7 +44,7 @@ def frozen_features(model, source, *, modality: str = "video", num_windows: int 
     labels = feats["label"]
     if labels.dim() != 1:
         raise InputError(f"linear probe needs single-label classes, got labels of shape {list(labels.shape)}")
-    return feats[f"{modality}_agg"].mean(1), labels.long()
+    return feats[f"{modality}_agg"].mean(1), labels.long(), getattr(dataset, "classes", None)
 
 
 def fit_logistic(x: torch.Tensor, y: torch.Tensor, *, max_iter: int = 1000, C: float = 1.0, seed: int = 0):
@@ -153,9 +155,9 @@ def linear_probe(model, train_source, test_source, *, modality: str = "video", c
     results = []
     for train, test in splits:
         kw = dict(modality=modality, batch_size=batch_size, device=device, num_workers=num_workers, progress=progress)
-        train_x, train_y = frozen_features(model, train, num_windows=1, **kw)
-        test_x, test_y = frozen_features(model, test, num_windows=num_windows, **kw)
-        num_classes = _num_classes(model, train, train_y, test_y)
+        train_x, train_y, classes = frozen_features(model, train, num_windows=1, **kw)
+        test_x, test_y, _ = frozen_features(model, test, num_windows=num_windows, classes=classes, **kw)
+        num_classes = len(classes) if classes else None
         res = classify_features(train_x, train_y, test_x, test_y, classifier=classifier,
                                 num_classes=num_classes, seed=seed)
         log.info("linear probe (%s, %s): accuracy %.4f on %d test items", modality, classifier,
@@ -168,9 +170,3 @@ def linear_probe(model, train_source, test_source, *, modality: str = "video", c
         out["split_accuracies"] = [r["accuracy"] for r in results]
     return out
 
-
-def _num_classes(model, source, train_y: torch.Tensor, test_y: torch.Tensor) -> int:
-    classes = getattr(source, "classes", None)
-    if classes is not None:
-        return len(classes)
-    return int(max(train_y.max(), test_y.max())) + 1
