@@ -191,3 +191,17 @@ def test_finetuning_from_scratch_beats_chance_on_held_out_clips(synth_corpus, tm
     assert res["num_test"] == len(te) >= 12 and res["chance"] == 0.25
     print("fine-tuning from scratch, colour:", res)
     assert res["top1"] >= 0.5, res
+
+
+def test_audio_task_on_multi_label_set_reports_map_auc_dprime(synth_corpus, tmp_path):
+    """Audio-only clips tagged with two labels each (shape;colour) -> a multi-label set."""
+    import csv
+
+    rows = [r for r in csv.DictReader(open(synth_corpus / "attributes.csv")) if r["path"].startswith("audio_only/")]
+    lines = ["path,label"] + [f"{synth_corpus / r['path']},{r['shape']};{r['colour']}" for r in rows]
+    (tmp_path / "tags.csv").write_text("\n".join(lines) + "\n")
+    res = finetune(vatt.create_model("tiny"), str(tmp_path / "tags.csv"), str(tmp_path / "tags.csv"), None,
+                   **_short(task="audio", test_windows=2))
+    assert {"mAP", "AUC", "d_prime"} <= set(res) and "top1" not in res
+    assert 0.0 <= res["mAP"] <= 1.0 and 0.0 <= res["AUC"] <= 1.0
+    assert res["num_classes"] == len({r["shape"] for r in rows} | {r["colour"] for r in rows})
