@@ -4,5 +4,8 @@
 :mod:`vatt.train.loop` for the single-process and torchrun commands and docs/TRAINING.md.
 """
 
-from .config import DataOptions, OptimConfig, TrainConfig, load_train_config  # noqa: F401
-from .loop import TrainingDiverged, TrainResult, Trainer, pretrain  # noqa: F401
+from .config import DataOptions, OptimConfig, TrainConfig, load_train_config
+from .loop import TrainingDiverged, TrainResult, Trainer, pretrain
+
+__all__ = ["DataOptions", "OptimConfig", "TrainConfig", "TrainResult", "Trainer", "TrainingDiverged",
+           "load_train_config", "pretrain"]

@@ -19,7 +19,6 @@ import logging
 from typing import Iterator
 
 import numpy as np
-import torch
 from torch.utils.data import Dataset, IterableDataset, Sampler
 
 from ..data.loader import make_loader

@@ -261,7 +261,12 @@ class Trainer:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.forward_model = DDP(self.model, device_ids=ids, forward_sync_buffers=False)
+            # BatchNorm statistics are already global (SyncBatchNorm): no buffer broadcast per step.
+            import inspect
+
+            no_sync = ("forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(DDP).parameters
+                       else "broadcast_buffers")  # the name changed in recent torch
+            self.forward_model = DDP(self.model, device_ids=ids, **{no_sync: False})
         if cfg.compile:
             self.forward_model = torch.compile(self.forward_model)
         if self.rank == 0:
