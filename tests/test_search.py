@@ -140,3 +140,15 @@ def test_search_refuses_audio_collections_with_a_clear_message(tmp_path, capsys)
                     {"modality": "audio", "items": ["a.wav", "b.wav"], "model": str(tmp_path)})
     code, out, err = _run(capsys, "search", str(tmp_path / "a.safetensors"), "a red ball")
     assert code == 2 and "audio" in err and "Traceback" not in err
+
+
+def test_faiss_request_without_faiss_is_a_clear_error():
+    from vatt.tools.search import faiss_available
+
+    coll, q = torch.randn(5, 4), torch.randn(1, 4)
+    if faiss_available():  # exact inner-product index: same answer as the matrix product
+        s, i = nearest(coll, q, 3, use_faiss=True)
+        assert torch.equal(i, nearest(coll, q, 3, use_faiss=False)[1])
+    else:
+        with pytest.raises(InputError, match="FAISS"):
+            nearest(coll, q, 3, use_faiss=True)
