@@ -205,3 +205,12 @@ def test_audio_task_on_multi_label_set_reports_map_auc_dprime(synth_corpus, tmp_
     assert {"mAP", "AUC", "d_prime"} <= set(res) and "top1" not in res
     assert 0.0 <= res["mAP"] <= 1.0 and 0.0 <= res["AUC"] <= 1.0
     assert res["num_classes"] == len({r["shape"] for r in rows} | {r["colour"] for r in rows})
+
+
+def test_checkpoint_of_another_class_count_is_a_clear_error(tmp_path):
+    from vatt.eval.finetune import save_checkpoint
+
+    clf = Classifier(vatt.create_model("tiny"), "video", 4)
+    save_checkpoint(tmp_path, clf, make_optimizer(clf, FinetuneConfig()), 1, {})
+    with pytest.raises(CheckpointError, match="does not match"):
+        load_checkpoint(tmp_path / "checkpoint", Classifier(vatt.create_model("tiny"), "video", 5))

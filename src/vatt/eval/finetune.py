@@ -346,7 +346,10 @@ def load_checkpoint(ckpt_dir, classifier: Classifier, optimizer: torch.optim.Opt
     if state.get("format") != "vatt-finetune":
         raise CheckpointError(f"{state_path} is not a vatt fine-tuning state (format {state.get('format')!r})")
     weights = _load_tensors(ckpt_dir / "model.safetensors")
-    missing, unexpected = classifier.load_state_dict(weights, strict=False)
+    try:
+        missing, unexpected = classifier.load_state_dict(weights, strict=False)
+    except RuntimeError as e:  # shape mismatch, e.g. another number of classes
+        raise CheckpointError(f"{ckpt_dir} does not match this classifier: {str(e).splitlines()[-1].strip()}") from None
     if missing or unexpected:
         raise CheckpointError(f"{ckpt_dir} does not match this classifier: missing {missing[:5]}, unexpected {unexpected[:5]}")
     if optimizer is not None:
