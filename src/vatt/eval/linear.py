@@ -49,7 +49,11 @@ def frozen_features(model, source, *, modality: str = "video", num_windows: int 
 
 def fit_logistic(x: torch.Tensor, y: torch.Tensor, *, max_iter: int = 1000, C: float = 1.0, seed: int = 0):
     """Multinomial logistic regression; returns a function ``[M, D] -> labels [M]``."""
-    from sklearn.linear_model import LogisticRegression
+    try:
+        from sklearn.linear_model import LogisticRegression
+    except ImportError:
+        raise InputError("the logistic classifier needs scikit-learn: pip install 'vatt[eval]' "
+                         "(or use classifier='official')") from None
 
     clf = LogisticRegression(max_iter=max_iter, C=C, random_state=seed)
     clf.fit(x.double().numpy(), y.numpy())

@@ -37,7 +37,10 @@ def _save_figure(fig, out_path) -> Path:
 
 def tsne_embed(x: np.ndarray, *, perplexity: float = 30.0, seed: int = 0) -> np.ndarray:
     """2-D t-SNE coordinates ``[N, 2]`` of ``x`` ``[N, D]`` (perplexity capped below N)."""
-    from sklearn.manifold import TSNE
+    try:
+        from sklearn.manifold import TSNE
+    except ImportError:
+        raise InputError("t-SNE needs scikit-learn: pip install 'vatt[eval]'") from None
 
     x = np.asarray(x, dtype=np.float64)
     if len(x) < 3:
