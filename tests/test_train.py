@@ -234,14 +234,14 @@ def test_gradient_accumulation_uses_per_micro_batch_negatives(tmp_path):
 
 
 def test_bf16_autocast_and_activation_checkpointing_on_cpu(tmp_path):
-    ref = Trainer(tiny_config("steps=2", deterministic=True), MemoryClips(8), tmp_path / "a", vocab=VOCAB)
+    ref = Trainer(tiny_config("steps=1", deterministic=True), MemoryClips(8), tmp_path / "a", vocab=VOCAB)
     ref.fit()
-    ckpt = Trainer(tiny_config("steps=2", "activation_checkpointing=true", deterministic=True), MemoryClips(8),
+    ckpt = Trainer(tiny_config("steps=1", "activation_checkpointing=true", deterministic=True), MemoryClips(8),
                    tmp_path / "b", vocab=VOCAB)
     ckpt.fit()
     a, b = ref.model.state_dict(), ckpt.model.state_dict()
     assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-6) for k in a)  # recomputation changes nothing
-    r = pretrain(tiny_config("steps=2", "precision=bf16"), MemoryClips(8), tmp_path / "c", vocab=VOCAB)
+    r = pretrain(tiny_config("steps=1", "precision=bf16"), MemoryClips(8), tmp_path / "c", vocab=VOCAB)
     assert r.skipped_steps == 0 and math.isfinite(r.final_loss)
     with pytest.raises(ConfigError, match="fp16 needs a GPU"):
         pretrain(tiny_config("precision=fp16"), MemoryClips(8), tmp_path / "d", vocab=VOCAB)
