@@ -35,6 +35,18 @@ def _save_figure(fig, out_path) -> Path:
     return Path(out_path)
 
 
+def _pyplot():
+    """matplotlib.pyplot on the file-only Agg backend (no display needed)."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise InputError("plots need matplotlib: pip install 'vatt[eval]'") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def tsne_embed(x: np.ndarray, *, perplexity: float = 30.0, seed: int = 0) -> np.ndarray:
     """2-D t-SNE coordinates ``[N, 2]`` of ``x`` ``[N, D]`` (perplexity capped below N)."""
     try:
@@ -67,10 +79,7 @@ def tsne_figure(panels: Mapping[str, Mapping[str, torch.Tensor | np.ndarray]] | 
     Returns:
         the PNG path.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     if panels and all(isinstance(v, (torch.Tensor, np.ndarray)) for v in panels.values()):
         panels = {title or "features": panels}
@@ -166,10 +175,7 @@ def retrieval_grid(queries: Sequence[str], frames: torch.Tensor, similarity: tor
         similarity: ``[Q, N]`` scores.
         targets: the correct video per query (default: query i ↔ video i).
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     q, n = similarity.shape
     if len(queries) != q or frames.shape[0] != n:
