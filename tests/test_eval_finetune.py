@@ -214,3 +214,22 @@ def test_checkpoint_of_another_class_count_is_a_clear_error(tmp_path):
     save_checkpoint(tmp_path, clf, make_optimizer(clf, FinetuneConfig()), 1, {})
     with pytest.raises(CheckpointError, match="does not match"):
         load_checkpoint(tmp_path / "checkpoint", Classifier(vatt.create_model("tiny"), "video", 5))
+
+
+def test_train_step_clips_only_the_backbone_gradients():
+    from vatt.eval.finetune import train_step
+
+    torch.manual_seed(0)
+    clf = Classifier(vatt.create_model("tiny"), "video", 3, dropout=0.0)
+    torch.nn.init.normal_(clf.head.weight, std=1.0)  # large logits -> large gradients everywhere
+    cfg = FinetuneConfig(lr=0.0, label_smoothing=0.1)  # lr 0 keeps the gradients inspectable
+    opt = make_optimizer(clf, cfg)
+    x, y = torch.rand(4, 8, 64, 64, 3) * 2 - 1, torch.tensor([0, 1, 2, 0])
+    loss = train_step(clf, opt, x, y, cfg)
+    assert loss.ndim == 0 and not loss.requires_grad
+
+    def norm(params):
+        return torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params if p.grad is not None]))
+
+    assert norm(clf.backbone.parameters()) == pytest.approx(0.75, rel=1e-4)  # clipped to 0.75
+    assert norm(clf.head.parameters()) > 0.75  # the head is not clipped

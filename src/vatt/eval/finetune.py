@@ -375,6 +375,30 @@ def make_optimizer(classifier: Classifier, cfg: FinetuneConfig) -> torch.optim.S
                            lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 
+def train_step(classifier: Classifier, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+               cfg: FinetuneConfig, *, pos_weight: torch.Tensor | None = None,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+    """One optimisation step of the task's loss; returns the (detached) loss.
+
+    Single-label: cross-entropy with label smoothing. Multi-label (``cfg.task == "audio"``):
+    mixup, then binary cross-entropy weighted per class by ``pos_weight`` ``[C]``. Only the
+    backbone's gradients (optimizer group 0) are clipped to ``cfg.backbone_clip_norm``.
+    """
+    num_classes = classifier.head.out_features
+    if cfg.task == "audio":
+        x, y = mixup(x, _multi_hot(y, num_classes), cfg.mixup_alpha, generator or torch.Generator())
+        per_class = nn.functional.binary_cross_entropy_with_logits(classifier(x), y, reduction="none")
+        loss = (per_class * (pos_weight if pos_weight is not None else 1.0)).mean()
+    else:
+        loss = nn.functional.cross_entropy(classifier(x), y.long(), label_smoothing=cfg.label_smoothing)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if cfg.backbone_clip_norm > 0:
+        torch.nn.utils.clip_grad_norm_(optimizer.param_groups[0]["params"], cfg.backbone_clip_norm)
+    optimizer.step()
+    return loss.detach()
+
+
 # -- the protocol --------------------------------------------------------------------------------
 def finetune(model, train_source, val_source, out_dir=None, *, config: FinetuneConfig | None = None,
              device="cpu", progress: bool = False, **overrides) -> dict:
@@ -401,7 +425,6 @@ def finetune(model, train_source, val_source, out_dir=None, *, config: FinetuneC
     bias = -math.log(num_classes - 1) if multilabel and num_classes > 1 else 0.0
     classifier = Classifier(model, cfg.modality, num_classes, dropout=cfg.head_dropout, bias_init=bias).to(device)
     optimizer = make_optimizer(classifier, cfg)
-    backbone_params = optimizer.param_groups[0]["params"]
     start = 0
     if out_dir is not None and (Path(out_dir) / "checkpoint").is_dir():
         state = load_checkpoint(Path(out_dir) / "checkpoint", classifier, optimizer)
@@ -423,17 +446,7 @@ def finetune(model, train_source, val_source, out_dir=None, *, config: FinetuneC
         x, y = batch[cfg.modality].to(device), torch.as_tensor(batch["label"]).to(device)
         for group in optimizer.param_groups:
             group["lr"] = cfg.lr * warmup_cosine(step, cfg.steps, cfg.effective_warmup)
-        if multilabel:
-            x, y = mixup(x, _multi_hot(y, num_classes), cfg.mixup_alpha, gen)
-            per_class = nn.functional.binary_cross_entropy_with_logits(classifier(x), y, reduction="none")
-            loss = (per_class * pos_weight).mean()
-        else:
-            loss = nn.functional.cross_entropy(classifier(x), y.long(), label_smoothing=cfg.label_smoothing)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.backbone_clip_norm > 0:
-            torch.nn.utils.clip_grad_norm_(backbone_params, cfg.backbone_clip_norm)
-        optimizer.step()
+        loss = train_step(classifier, optimizer, x, y, cfg, pos_weight=pos_weight, generator=gen)
         losses.append(loss.item())
         if bar is not None:
             bar.update(1)
