@@ -245,3 +245,10 @@ def test_bf16_autocast_and_activation_checkpointing_on_cpu(tmp_path):
     assert r.skipped_steps == 0 and math.isfinite(r.final_loss)
     with pytest.raises(ConfigError, match="fp16 needs a GPU"):
         pretrain(tiny_config("precision=fp16"), MemoryClips(8), tmp_path / "d", vocab=VOCAB)
+
+
+def test_time_limit_stops_with_checkpoint_and_final_model(tmp_path):
+    result = pretrain(tiny_config("steps=50", "max_minutes=0.0001"), MemoryClips(8), tmp_path / "run", vocab=VOCAB)
+    assert result.stopped == "time" and result.step == 1
+    assert C.latest_checkpoint(tmp_path / "run").name == "step_0000001"
+    assert vatt.load_model(tmp_path / "run").config.name == "tiny"  # run/model written at the limit

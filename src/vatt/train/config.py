@@ -100,7 +100,8 @@ class TrainConfig:
         keep_last: complete checkpoints kept (0 = all).
         eval_every: steps between zero-shot retrievals on ``data.eval_sources`` (0 = never).
         max_bad_steps: consecutive non-finite steps that abort the run.
-        max_minutes: stop (with a checkpoint) after this much training time; 0 = no limit.
+        max_minutes: stop after this much training time (checkpoint + final model, resumable);
+            0 = no limit.
         vocab: a ``vocab.json``; empty = build from the training captions.
         command: the command line that made this config (written by the CLI).
     """

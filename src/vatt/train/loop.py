@@ -456,7 +456,7 @@ class Trainer:
                         stopped = "signal" if stop_flag.signum is not None else "time"
                         break
             seconds = time.perf_counter() - t_start
-            if self.rank == 0 and stopped == "done":
+            if self.rank == 0 and stopped in ("done", "time"):  # a planned end, unlike a signal
                 self.model.save_pretrained(self.run_dir / "model")
                 log.info("saved the final model in %s", self.run_dir / "model")
             D.barrier()
