@@ -233,3 +233,15 @@ def test_train_step_clips_only_the_backbone_gradients():
 
     assert norm(clf.backbone.parameters()) == pytest.approx(0.75, rel=1e-4)  # clipped to 0.75
     assert norm(clf.head.parameters()) > 0.75  # the head is not clipped
+
+
+def test_larger_crops_resample_positions(synth_corpus):
+    lab = synth_corpus / "labelled"
+    res = finetune(vatt.create_model("tiny"), str(lab / "train.csv"), str(lab / "test.csv"), None,
+                   **_short(steps=1, crop_size=96))  # tiny: 64 px -> a 6x6 instead of 4x4 grid
+    assert res["steps"] == 1 and res["num_test"] > 0
+    from vatt.eval.finetune import build_test_dataset
+
+    item = build_test_dataset(vatt.create_model("tiny"), str(lab / "test.csv"),
+                              FinetuneConfig(crop_size=96, test_windows=1, test_crops=1))[0]
+    assert item["video"].shape[-3:] == (96, 96, 3)

@@ -102,7 +102,7 @@ def _finetune(args) -> int:
     cfg = FinetuneConfig(task=args.task, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                          warmup_steps=args.warmup, test_windows=args.windows, test_crops=args.crops,
                          checkpoint_every=args.checkpoint_every, num_workers=args.workers, seed=args.seed,
-                         mixup_alpha=args.mixup)
+                         mixup_alpha=args.mixup, crop_size=args.crop_size)
     result = finetune(model, args.train, args.val, args.out, config=cfg, device=args.device, progress=not args.json)
     if args.json:
         _dump(result)
@@ -224,6 +224,8 @@ def register(sub) -> None:
     p.add_argument("--warmup", type=int, default=2500, help="warmup steps (capped at steps/10)")
     p.add_argument("--windows", type=int, default=4, help="test windows (default: 4)")
     p.add_argument("--crops", type=int, choices=(1, 3), default=3, help="test crops per window (default: 3)")
+    p.add_argument("--crop-size", type=int, default=None,
+                   help="training/test crop side (default: the model's; larger crops resample positions)")
     p.add_argument("--mixup", type=float, default=5.0, help="audio mixup Beta(a, a); 0 = off (default: 5)")
     p.add_argument("--checkpoint-every", type=int, default=200)
     p.add_argument("--seed", type=int, default=0)

@@ -63,6 +63,7 @@ class FinetuneConfig:
     mixup_alpha: float = 5.0  # audio: λ ~ Beta(alpha, alpha); 0 turns mixup off
     test_windows: int = 4
     test_crops: int = 3
+    crop_size: int | None = None  # None: the model's; larger crops resample the position tables
     checkpoint_every: int = 200
     num_workers: int = 0
     seed: int = 0
@@ -242,11 +243,14 @@ class ImageFolder(Dataset):
         return {"video": video, "label": torch.tensor(label), "key": str(path)}
 
 
-def _data_config(model, *, image_depth: int | None = None):
+def _data_config(model, cfg: FinetuneConfig):
+    """The model's clip geometry, with the fine-tuning crop size and, for images, one voxel depth."""
     from ..data.config import DataConfig
 
-    cfg = DataConfig.from_model_config(model.config)
-    return cfg if image_depth is None else cfg.replace(num_frames=image_depth)
+    data = DataConfig.from_model_config(model.config)
+    if cfg.crop_size:
+        data = data.replace(crop_size=cfg.crop_size)
+    return data.replace(num_frames=_image_depth(model)) if cfg.task == "image" else data
 
 
 def build_train_dataset(model, source, cfg: FinetuneConfig, classes=None) -> Dataset:
@@ -254,11 +258,11 @@ def build_train_dataset(model, source, cfg: FinetuneConfig, classes=None) -> Dat
     if isinstance(source, Dataset):
         return source
     if cfg.task == "image":
-        return ImageFolder(source, _data_config(model, image_depth=_image_depth(model)), _image_depth(model),
+        return ImageFolder(source, _data_config(model, cfg), _image_depth(model),
                            train=True, seed=cfg.seed)
     from ..data.sources import build_dataset
 
-    return build_dataset(source, _data_config(model), model.tokenizer, train=True, seed=cfg.seed, classes=classes)
+    return build_dataset(source, _data_config(model, cfg), model.tokenizer, train=True, seed=cfg.seed, classes=classes)
 
 
 def build_test_dataset(model, source, cfg: FinetuneConfig, classes=None) -> Dataset:
@@ -266,12 +270,12 @@ def build_test_dataset(model, source, cfg: FinetuneConfig, classes=None) -> Data
     if isinstance(source, Dataset):
         return source
     if cfg.task == "image":
-        return ImageFolder(source, _data_config(model, image_depth=_image_depth(model)), _image_depth(model),
+        return ImageFolder(source, _data_config(model, cfg), _image_depth(model),
                            train=False, num_crops=cfg.test_crops, classes=classes)
     from ..data.sources import build_eval_dataset
 
     crops = cfg.test_crops if cfg.task == "video" else 1
-    return build_eval_dataset(source, _data_config(model), model.tokenizer, num_windows=cfg.test_windows,
+    return build_eval_dataset(source, _data_config(model, cfg), model.tokenizer, num_windows=cfg.test_windows,
                               num_crops=crops, classes=classes)
 
 
