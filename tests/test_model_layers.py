@@ -147,3 +147,14 @@ def test_encoder_sizes_come_from_config():
     model = vatt.create_model("tiny", video_encoder=cfg.__dict__)
     enc = model.video_backbone.encoder
     assert len(enc.blocks) == 3 and enc.blocks[0].attn.num_heads == 3 and enc.blocks[0].mlp.fc1.out_features == 384
+
+
+def test_agg_token_init_matches_keras_glorot_normal():
+    # Keras glorot_normal on a [D] vector: truncated normal whose std *after* truncation is D^-0.5.
+    from vatt.model.backbones import _agg_token
+
+    torch.manual_seed(0)
+    d = 100_000
+    token = _agg_token(d).detach()
+    assert 0.98 < float(token.std()) * d**0.5 < 1.02
+    assert float(token.abs().max()) <= 2 * d**-0.5 / 0.87962566103423978

@@ -24,9 +24,10 @@ MASK_VALUE = -1e9  # the official additive mask value for padded keys
 
 
 def _agg_token(width: int) -> nn.Parameter:
-    # Official: Keras glorot_normal on a [D] vector = truncated normal with std D^-0.5.
+    # Official: Keras glorot_normal on a [D] vector (fan_in = fan_out = D): a normal of std
+    # D^-0.5 / 0.8796 truncated at 2 std, so that the *truncated* std is D^-0.5.
     token = torch.empty(width)
-    std = width**-0.5
+    std = width**-0.5 / 0.87962566103423978
     nn.init.trunc_normal_(token, std=std, a=-2 * std, b=2 * std)
     return nn.Parameter(token)
 
