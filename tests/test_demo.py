@@ -11,10 +11,12 @@ import pytest
 
 from vatt.cli.main import main
 
-CLIPS, STEPS = 96, 200
-# Measured gains in text->video R@5 + R@10 (24 videos): +0.29 for this 200-step run, +0.17 for a
-# 120-step one; the assertion keeps about a third to half. Full demo margins: docs/TRAINING.md.
-MIN_RECALL_GAIN = 0.08
+CLIPS, STEPS = 96, 300
+# Measured for this reduced run (24 held-out videos, 24 probe test clips): the mean rank summed over
+# both retrieval directions 23.5 vs 25.7 at random init (other model inits: 21.9 vs 26.0, 22.8 vs
+# 25.7), text->video MedR 11 vs 14, probe 0.29 vs 0.125. The assertions keep about half of the
+# smallest margins. Full demo margins: docs/TRAINING.md.
+MIN_MEAN_RANK_GAIN, MIN_PROBE_GAIN = 1.0, 0.04
 
 
 @pytest.mark.slow
@@ -34,15 +36,12 @@ def test_reduced_demo_beats_random_init_and_writes_the_report(tmp_path, capsys):
     assert tr["steps"] == STEPS and tr["seconds"] > 0 and tr["clips_per_second"] > 0
     assert tr["final_loss"] < 3.9  # chance: log(2 x 32) = 4.16
 
-    def recall(res):
-        return res["R@5"] + res["R@10"]
-
     def mean_rank(name):  # over both directions: 2 x 24 ranks, steadier than one median
         return rr[name]["MeanR"] + rr["video_to_text"][name]["MeanR"]
 
-    assert recall(rr["pretrained"]) >= recall(rr["random_init"]) + MIN_RECALL_GAIN, rr
-    assert mean_rank("pretrained") < mean_rank("random_init"), rr
-    assert lp["pretrained"] > lp["random_init"], lp
+    assert mean_rank("pretrained") <= mean_rank("random_init") - MIN_MEAN_RANK_GAIN, rr
+    assert rr["pretrained"]["MedR"] < rr["random_init"]["MedR"], rr
+    assert lp["pretrained"] >= lp["random_init"] + MIN_PROBE_GAIN, lp
     for png in ("loss_curves.png", "retrieval_examples.png", "tsne_video_text.png"):
         assert (out / "plots" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "![loss curves](plots/loss_curves.png)" in (out / "report.md").read_text()
