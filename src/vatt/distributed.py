@@ -65,6 +65,7 @@ def init_from_env(device: str | torch.device = "cpu", timeout_minutes: float = 3
 
 def cleanup() -> None:
     if dist.is_available() and dist.is_initialized():
+        dist.barrier()  # every rank has finished its collectives
         dist.destroy_process_group()
 
 

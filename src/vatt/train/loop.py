@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import gc
 import json
 import logging
 import math
@@ -481,6 +482,9 @@ class Trainer:
             self.batches.close()
             if self._tb is not None:
                 self._tb.close()
+            # Drop the DDP wrapper now: destroying it after its process group aborts the process.
+            self.forward_model = self.model
+            gc.collect()
 
     def _gather_data_stats(self) -> dict:
         stats = self.batches.stats()
