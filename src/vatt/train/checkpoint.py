@@ -151,10 +151,12 @@ def remove_incomplete(run_dir: str | os.PathLike) -> None:
 
 # -- save / load ---------------------------------------------------------------------------------
 def save_checkpoint(run_dir: str | os.PathLike, step: int, *, model, optimizer, trainer_state: dict,
-                    keep_last: int = 3) -> Path | None:
+                    keep_last: int = 3, sharded: bool = False) -> Path | None:
     """Write checkpoint ``step`` of a run; call on every rank (each writes its RNG state).
 
     ``model`` is the bare model (not the DDP wrapper); ``trainer_state`` is a JSON-able dict.
+    ``sharded``: the model is FSDP2-sharded; its full states are gathered (collectively) and
+    rank 0 writes them in the same format, the optimiser keyed by parameter name.
     Keeps the newest ``keep_last`` complete checkpoints (0 keeps all). Returns the path on rank 0.
     """
     root = Path(run_dir) / "checkpoints"
@@ -167,11 +169,19 @@ def save_checkpoint(run_dir: str | os.PathLike, step: int, *, model, optimizer, 
         tmp.mkdir()
     D.barrier()
     save_state(tmp, f"rng_rank{rank}", capture_rng())
+    extra = {}
+    if sharded:
+        from . import fsdp
+
+        model_state, optim_state = fsdp.full_states(model, optimizer)  # collective
+        model = fsdp.saveable(model, model_state)
+        extra["optimizer_format"] = fsdp.OPTIMIZER_FORMAT
     D.barrier()
     if rank == 0:
         model.save_pretrained(tmp)
-        save_state(tmp, "optimizer", optimizer.state_dict())
-        atomic_write_json(tmp / "trainer.json", {"step": step, "world_size": D.get_world_size(), **trainer_state})
+        save_state(tmp, "optimizer", optim_state if sharded else optimizer.state_dict())
+        atomic_write_json(tmp / "trainer.json",
+                          {"step": step, "world_size": D.get_world_size(), **extra, **trainer_state})
         atomic_write_json(tmp / MARKER, {"step": step})
         if final.exists():  # re-saving a step (e.g. after a resume): move the old one out first
             old = root / f"{TMP_PREFIX}old-{checkpoint_name(step)}"
@@ -201,8 +211,12 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def load_checkpoint(path: str | os.PathLike, *, model, optimizer=None, restore_rng_state: bool = True) -> dict:
+def load_checkpoint(path: str | os.PathLike, *, model, optimizer=None, restore_rng_state: bool = True,
+                    sharded: bool = False) -> dict:
     """Restore model weights (and optimiser, this rank's RNG) from a checkpoint directory.
+
+    ``sharded``: ``model`` is FSDP2-sharded (every rank reads the full states and keeps its shard).
+    The optimiser state must come from a run of the same kind (FSDP or not), else CheckpointError.
 
     Returns the ``trainer.json`` dict (step, schedule, scaler, data position, counters).
     """
@@ -214,13 +228,25 @@ def load_checkpoint(path: str | os.PathLike, *, model, optimizer=None, restore_r
         trainer = json.loads((path / "trainer.json").read_text(encoding="utf-8"))
     except (OSError, ValueError, SafetensorError) as e:
         raise CheckpointError(f"{path} is not a readable checkpoint: {e}") from None
+    fqn = trainer.get("optimizer_format") == "fqn"
+    if optimizer is not None and fqn != sharded:
+        raise CheckpointError(
+            f"{path} holds the optimiser state of a run with fsdp={'true' if fqn else 'false'}; resume it with "
+            f"fsdp={'true' if fqn else 'false'} (this run has fsdp={'true' if sharded else 'false'})"
+        )
     try:
-        model.load_state_dict(weights, strict=True)
+        if sharded:
+            from . import fsdp
+
+            fsdp.load_full_states(model, optimizer, weights,
+                                  load_state(path, "optimizer") if optimizer is not None else None)
+        else:
+            model.load_state_dict(weights, strict=True)
     except RuntimeError as e:
         raise CheckpointError(
             f"{path} does not match this model ({str(e).splitlines()[0][:300]}); was the run's config changed?"
         ) from None
-    if optimizer is not None:
+    if optimizer is not None and not sharded:
         optimizer.load_state_dict(load_state(path, "optimizer"))
     if restore_rng_state:
         rank, world = D.get_rank(), D.get_world_size()

@@ -92,7 +92,9 @@ class TrainConfig:
         precision: "fp32", "bf16" (autocast, CPU and GPU) or "fp16" (autocast + GradScaler, GPU).
         activation_checkpointing: recompute transformer blocks in the backward to save memory.
         compile: ``torch.compile`` the model.
-        fsdp: reserved for FSDP2 (``fully_shard``) sharding; not implemented yet (refused).
+        fsdp: shard the model with FSDP2 (``fully_shard``: each transformer block, then the root)
+            instead of DDP when there is more than one rank; for the large presets. Checkpoints
+            hold full states as in any run. Not with ``eval_every`` (evaluation runs on rank 0).
         device: "auto" (CUDA when available), "cpu", "cuda".
         seed: seeds parameters, data order, augmentation and DropToken.
         log_every: steps between metric lines in ``metrics.jsonl``.
@@ -143,11 +145,6 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.batch_size % self.grad_accum:
             raise ConfigError(f"batch_size={self.batch_size} must be a multiple of grad_accum={self.grad_accum}")
-        if self.fsdp:
-            raise ConfigError(
-                "fsdp=true (FSDP2 sharding) is not implemented yet; use DDP (the default) with "
-                "activation_checkpointing=true and precision=bf16 for the large presets"
-            )
         if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
             raise ConfigError(f"device must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
 

@@ -169,6 +169,10 @@ class Trainer:
         self.objective = VattObjective(cfg.objective)
         self.metrics_path = self.run_dir / "metrics.jsonl"
         self._tb = None
+        self.sharded = bool(cfg.fsdp) and self.world > 1
+        if self.sharded and cfg.eval_every and cfg.data.eval_sources:
+            raise ConfigError("fsdp=true with eval_every > 0: evaluation runs on rank 0 alone and cannot use a "
+                              "sharded model; set eval_every=0 and run `vatt eval` on the checkpoints")
 
     # -- set-up ---------------------------------------------------------------------------------
     def _prepare_run_dir(self) -> None:
@@ -233,6 +237,13 @@ class Trainer:
             self.model = D.convert_sync_batchnorm(self.model)
         if cfg.activation_checkpointing:
             log.info("activation checkpointing on %d blocks", enable_activation_checkpointing(self.model))
+        if self.sharded:  # before the optimiser: it must hold the DTensor shards
+            from .fsdp import shard_model
+
+            log.info("FSDP2: %d transformer blocks + the root sharded over %d ranks",
+                     shard_model(self.model, cfg.precision), self.world)
+        elif cfg.fsdp:
+            log.info("fsdp=true with one process: FSDP is pointless here, training unsharded")
         self.optimizer = build_optimizer(self.model, cfg.optim)
         self.schedule = build_schedule(self.optimizer, cfg.optim, cfg.steps)
         self.scaler = torch.amp.GradScaler("cuda") if cfg.precision == "fp16" else None
@@ -240,7 +251,7 @@ class Trainer:
         self.elapsed_before = 0.0
         start_slot = 0
         if ckpt is not None:
-            state = C.load_checkpoint(ckpt, model=self.model, optimizer=self.optimizer)
+            state = C.load_checkpoint(ckpt, model=self.model, optimizer=self.optimizer, sharded=self.sharded)
             self.step = int(state["step"])
             self.schedule.load_state_dict(state["schedule"])
             if self.scaler is not None and state.get("scaler"):
@@ -258,7 +269,7 @@ class Trainer:
         self.batches = TrainBatches(self.dataset, self.micro, rank=self.rank, world_size=self.world, seed=cfg.seed,
                                     num_workers=cfg.data.num_workers, start=start_slot)
         self.forward_model: nn.Module = self.model
-        if self.world > 1:
+        if self.world > 1 and not self.sharded:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -331,6 +342,8 @@ class Trainer:
             self.scaler.unscale_(self.optimizer)
         params = [p for p in self.model.parameters() if p.grad is not None]
         grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else math.inf)
+        if hasattr(grad_norm, "full_tensor"):  # FSDP2: a DTensor of per-rank partial norms
+            grad_norm = grad_norm.full_tensor()
         loss_ok = bool(torch.isfinite(sums).all())
         grad_ok = bool(torch.isfinite(grad_norm))
         lr = self.schedule.lr
@@ -376,7 +389,8 @@ class Trainer:
 
     def save(self, elapsed: float) -> Path | None:
         return C.save_checkpoint(self.run_dir, self.step, model=self.model, optimizer=self.optimizer,
-                                 trainer_state=self.trainer_state(elapsed), keep_last=self.cfg.keep_last)
+                                 trainer_state=self.trainer_state(elapsed), keep_last=self.cfg.keep_last,
+                                 sharded=self.sharded)
 
     def log_metrics(self, record: dict) -> None:
         if self.rank != 0:
@@ -457,8 +471,13 @@ class Trainer:
                         stopped = "signal" if stop_flag.signum is not None else "time"
                         break
             seconds = time.perf_counter() - t_start
+            final = self.model
+            if self.sharded and stopped in ("done", "time"):  # gather the full weights (collective)
+                from .fsdp import full_states, saveable
+
+                final = saveable(self.model, full_states(self.model, None)[0])
             if self.rank == 0 and stopped in ("done", "time"):  # a planned end, unlike a signal
-                self.model.save_pretrained(self.run_dir / "model")
+                final.save_pretrained(self.run_dir / "model")
                 log.info("saved the final model in %s", self.run_dir / "model")
             D.barrier()
             data_stats = self._gather_data_stats()
