@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import logging
+import textwrap
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -187,7 +188,7 @@ def retrieval_grid(queries: Sequence[str], frames: torch.Tensor, similarity: tor
     images = ((frames.float().clamp(-1, 1) + 1) / 2).cpu().numpy()
     for i in range(q):
         axes[i][0].axis("off")
-        axes[i][0].text(0.0, 0.5, queries[i], wrap=True, fontsize=8, va="center")
+        axes[i][0].text(0.0, 0.5, textwrap.fill(queries[i], 28), fontsize=8, va="center")
         for j in range(k):
             ax = axes[i][j + 1]
             idx = int(top[i, j])
