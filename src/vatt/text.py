@@ -10,13 +10,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from collections import Counter
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import torch
 
+from .atomic_io import atomic_write_text
 from .errors import CheckpointError, InputError
 
 PAD, UNK = "<pad>", "<unk>"
@@ -91,12 +91,8 @@ class WordTokenizer:
     # -- files ---------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> None:
         """Write ``{"format": "vatt-vocab", "words": [...]}`` atomically."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump({"format": "vatt-vocab", "words": self.words}, f, ensure_ascii=False)
-        os.replace(tmp, path)
+        payload = {"format": "vatt-vocab", "words": self.words}
+        atomic_write_text(path, json.dumps(payload, ensure_ascii=False))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "WordTokenizer":

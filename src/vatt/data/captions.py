@@ -160,7 +160,7 @@ def select_captions(captions: list[Caption], center: float, n: int = 5) -> list[
 
 def write_srt(captions: list[Caption], path: str | os.PathLike) -> None:
     """Write captions as SubRip atomically (used by the synthetic corpus and tests)."""
-    from .io import atomic_write_text
+    from ..atomic_io import atomic_write_text
 
     def stamp(t: float) -> str:
         ms = int(round(t * 1000))

@@ -372,7 +372,7 @@ def prepare_shards(src: str, out: str | os.PathLike, *, clip_seconds: float = 10
     "files_total", "files_ok", "clips", "shards", "skipped": [{"path", "reason", "detail"}]}``).
     Samples keep the source order (parallel workers are ordered), so output is deterministic.
     """
-    from .io import atomic_write_json, atomic_write_text
+    from ..atomic_io import atomic_write_json, atomic_write_text
     from .sources import detect_kind, index_folder, index_labelled_folder, index_manifest
 
     kind, path = detect_kind(str(src))

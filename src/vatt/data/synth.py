@@ -36,7 +36,7 @@ import numpy as np
 
 from .captions import Caption, write_srt
 from .encode import encode_mp4, wav_bytes
-from .io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from ..atomic_io import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
 

@@ -245,7 +245,7 @@ def save_embeddings(path, tensors: dict[str, torch.Tensor], meta: dict) -> Path:
     """
     from safetensors.torch import save
 
-    from ..data.io import atomic_write_bytes
+    from ..atomic_io import atomic_write_bytes
 
     n = {v.shape[0] for v in tensors.values()}
     if len(n) != 1 or n.pop() != len(meta.get("items", [])):

@@ -326,7 +326,7 @@ def save_checkpoint(out_dir, classifier: Classifier, optimizer: torch.optim.Opti
     _save_tensors(new / "model.safetensors", classifier.state_dict())
     opt_tensors, opt_json = _optimizer_tensors(optimizer)
     _save_tensors(new / "optimizer.safetensors", opt_tensors)
-    from ..data.io import atomic_write_json
+    from ..atomic_io import atomic_write_json
 
     atomic_write_json(new / "state.json", {"format": "vatt-finetune", "step": step, "optimizer": opt_json, **info})
     shutil.rmtree(old, ignore_errors=True)
@@ -467,7 +467,7 @@ def finetune(model, train_source, val_source, out_dir=None, *, config: FinetuneC
               "chance": 1.0 / num_classes, "train_loss": sum(losses[-20:]) / max(1, len(losses[-20:])), **metrics}
     log.info("fine-tuning %s: %s", cfg.task, result)
     if out_dir is not None:
-        from ..data.io import atomic_write_json
+        from ..atomic_io import atomic_write_json
 
         atomic_write_json(Path(out_dir) / "results.json", result)
     return result

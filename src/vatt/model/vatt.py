@@ -20,7 +20,8 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from ..config import DEFAULT_PRESET, ModelConfig, _atomic_write_text, get_config
+from ..atomic_io import atomic_write_text
+from ..config import DEFAULT_PRESET, ModelConfig, get_config
 from ..errors import CheckpointError, ConfigError, InputError, describe_tensor
 from ..text import WordTokenizer
 from .backbones import AudioTransformer, ModalityAgnosticTransformer, TextTransformer, VideoTransformer
@@ -220,7 +221,7 @@ class VATT(nn.Module):
         if self.tokenizer is not None:
             self.tokenizer.save(directory / VOCAB_FILE)
         meta = {"format": CHECKPOINT_FORMAT, "version": 1, "config": self.config.to_dict()}
-        _atomic_write_text(directory / CONFIG_FILE, json.dumps(meta, indent=2))
+        atomic_write_text(directory / CONFIG_FILE, json.dumps(meta, indent=2))
         return directory
 
     @property

@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 def _save_figure(fig, out_path) -> Path:
     """Save a matplotlib figure as PNG atomically (temp file in the same folder, then replace)."""
-    from ..data.io import atomic_write_bytes
+    from ..atomic_io import atomic_write_bytes
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")

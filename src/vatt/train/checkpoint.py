@@ -30,7 +30,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .. import distributed as D
-from ..data.io import atomic_write_json
+from ..atomic_io import atomic_write_json
 from ..errors import CheckpointError
 
 log = logging.getLogger(__name__)

@@ -22,7 +22,7 @@ from typing import Any, Mapping
 import yaml
 
 from ..config import _build, _dataclass_of, _field_types, _flatten, get_config, list_presets, parse_override
-from ..data.io import atomic_write_text
+from ..atomic_io import atomic_write_text
 from ..errors import ConfigError, nearest
 from ..objective import ObjectiveConfig
 

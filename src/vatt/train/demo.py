@@ -27,7 +27,7 @@ from typing import Sequence
 import torch
 from torch.utils.data import Dataset
 
-from ..data.io import atomic_write_json, atomic_write_text
+from ..atomic_io import atomic_write_json, atomic_write_text
 from .config import TrainConfig, load_train_config
 
 log = logging.getLogger(__name__)

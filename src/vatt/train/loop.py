@@ -35,7 +35,7 @@ import torch.nn as nn
 from torch.utils.data import Dataset
 
 from .. import distributed as D
-from ..data.io import atomic_write_json
+from ..atomic_io import atomic_write_json
 from ..errors import CheckpointError, ConfigError, InputError, VattError
 from ..objective import VattObjective
 from ..text import WordTokenizer

@@ -1,4 +1,5 @@
-"""Atomic file writes: a temporary file in the target's folder, then ``os.replace``."""
+"""Atomic file writes (temporary file in the target's folder, then ``os.replace``): no output file is ever
+left half-written. The one place the package does this; every layer may import it."""
 
 from __future__ import annotations
 
