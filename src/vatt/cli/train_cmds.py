@@ -8,6 +8,8 @@ import shlex
 import signal
 import sys
 
+from ..train.progress import ProgressBar
+
 log = logging.getLogger(__name__)
 
 
@@ -68,37 +70,6 @@ def _command(args) -> str:
     cmd = shlex.join(parts)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     return f"{cmd}  (torchrun, {world} ranks)" if world > 1 else cmd
-
-
-class ProgressBar:
-    """A tqdm bar fed by the trainer's per-step callback (rank 0 only)."""
-
-    def __init__(self, total: int, desc: str = "pretrain"):
-        from tqdm import tqdm
-
-        self.bar = tqdm(total=total, desc=desc, unit="step", dynamic_ncols=True)
-        self.started = False
-
-    def __call__(self, m: dict) -> None:
-        if "eval" in m:
-            r1 = [v for k, v in m["eval"].items() if k.endswith("text_to_video/R@1")]
-            if r1:
-                self.bar.write(f"step {m['step']}: zero-shot text->video R@1 = {r1[0]:.3f}")
-            return
-        if not self.started:
-            self.bar.n = self.bar.last_print_n = m["step"] - 1
-            self.bar.start_t = self.bar._time()
-            self.started = True
-        self.bar.set_postfix_str(
-            f"loss {m['loss']:.3f} (va {m['loss_va']:.3f}, vt {m['loss_vt']:.3f}) lr {m['lr']:.2e} "
-            f"{m['clips_per_second']:.1f} clips/s wait {100 * m['data_wait']:.0f}%"
-            + (f" skipped {m['skipped_total']}" if m.get("skipped_total") else ""),
-            refresh=False,
-        )
-        self.bar.update(m["step"] - self.bar.n)
-
-    def close(self) -> None:
-        self.bar.close()
 
 
 def print_table(rows: list[tuple[str, ...]], header: tuple[str, ...] | None = None) -> None:

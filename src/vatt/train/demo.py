@@ -274,7 +274,7 @@ def run_demo(out: str | os.PathLike, *, minutes: float = 10.0, preset: str = "ti
     cfg.command = f"vatt demo --out {out} --minutes {minutes} --preset {preset} --device {device}"
     bar = None
     if progress:
-        from ..cli.train_cmds import ProgressBar
+        from .progress import ProgressBar
 
         bar = ProgressBar(steps, desc="pretrain")
     try:
