@@ -33,8 +33,6 @@ class DataConfig:
         color_jitter: brightness ±32/255, contrast/saturation 0.6-1.4, hue ±0.2 with p = 0.8.
         color_jitter_prob: probability of applying colour jitter to a clip.
         audio_noise: Gaussian noise of std ``audio_noise * max|x|`` added in training (0.01).
-        eval_crops: 1 (centre) or 3 (left/centre/right, or top/centre/bottom) views per window.
-        eval_windows: windows evenly spaced over the video at evaluation (4).
     """
 
     num_frames: int = 8
@@ -51,15 +49,11 @@ class DataConfig:
     color_jitter: bool = True
     color_jitter_prob: float = 0.8
     audio_noise: float = 0.01
-    eval_crops: int = 1
-    eval_windows: int = 4
 
     def __post_init__(self):
         if self.crop_mode not in CROP_MODES:
             raise ConfigError(f"crop_mode must be one of {CROP_MODES}, got {self.crop_mode!r}")
-        if self.eval_crops not in (1, 3):
-            raise ConfigError(f"eval_crops must be 1 or 3, got {self.eval_crops}")
-        for name in ("num_frames", "crop_size", "sample_rate", "num_samples", "max_words", "num_captions", "eval_windows"):
+        for name in ("num_frames", "crop_size", "sample_rate", "num_samples", "max_words", "num_captions"):
             if int(getattr(self, name)) <= 0:
                 raise ConfigError(f"DataConfig.{name} must be positive, got {getattr(self, name)}")
         if self.fps <= 0:
@@ -103,7 +97,3 @@ class DataConfig:
 
     def replace(self, **kw) -> "DataConfig":
         return replace(self, **kw)
-
-
-TINY = DataConfig()
-PAPER = DataConfig(num_frames=32, fps=10.0, crop_size=224, sample_rate=48000, num_samples=153600)
