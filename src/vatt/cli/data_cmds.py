@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections import Counter
 
 
 def _synth(args) -> int:
@@ -13,7 +14,7 @@ def _synth(args) -> int:
     from ..data.synth import default_counts, make_corpus
 
     total = sum(default_counts(args.clips).values())
-    with tqdm(total=total, desc="synth", unit="file") as bar:
+    with tqdm(total=total, desc="synth", unit="file", delay=0.5) as bar:
         meta = make_corpus(args.out, clips=args.clips, seed=args.seed, workers=args.workers, progress=bar.update)
     print(f"wrote the demo corpus to {args.out}")
     for name, n in meta["counts"].items():
@@ -25,19 +26,37 @@ def _synth(args) -> int:
 def _prepare(args) -> int:
     from tqdm import tqdm
 
-    from ..data.prepare import prepare_shards
+    from ..data.prepare import parse_part, prepare_shards
 
-    bar = tqdm(desc="prepare", unit="file")
+    part = parse_part(args.part) if args.part else None
+    bar = tqdm(desc="prepare", unit="file", delay=0.5)
     try:
         report = prepare_shards(args.src, args.out, clip_seconds=args.clip_seconds, max_count=args.max_count,
-                                workers=args.workers, max_side=args.max_side, progress=bar.update,
+                                workers=args.workers, max_side=args.max_side, part=part, progress=bar.update,
                                 total=lambda n: setattr(bar, "total", n) or bar.refresh())
     finally:
         bar.close()
-    print(f"{report['clips']} clips from {report['files_ok']} files in {len(report['shards'])} shards -> {args.out}")
+    _print_prepare_report(report, args.out)
+    if part is not None:
+        print(f"part {part[0]} of {part[1]}; when every part is done: vatt data merge-reports {args.out}")
+    return 0
+
+
+def _print_prepare_report(report: dict, out) -> None:
+    print(f"{report['clips']} clips from {report['files_ok']} files in {len(report['shards'])} shards -> {out}")
     print(f"skipped {len(report['skipped'])} files; report: {report['report_path']}")
     for item in report["skipped"][:10]:
         print(f"  {item['reason']:<16} {item['path']}")
+    if report.get("ignored"):
+        print(f"ignored {report['ignored']} files that are neither video nor audio")
+
+
+def _merge_reports(args) -> int:
+    from ..data.prepare import merge_reports
+
+    report = merge_reports(args.out)
+    print(f"merged {report['parts']} part reports")
+    _print_prepare_report(report, args.out)
     return 0
 
 
@@ -46,7 +65,7 @@ def _check(args) -> int:
 
     from ..data.check import check_source
 
-    bar = tqdm(desc="check", unit="sample", disable=args.json)
+    bar = tqdm(desc="check", unit="sample", disable=args.json, delay=0.5)
     try:
         report = check_source(args.src, progress=bar.update, total=lambda n: setattr(bar, "total", n) or bar.refresh(),
                               num_workers=args.workers)
@@ -72,10 +91,13 @@ def _vocab_build(args) -> int:
     from ..data.vocab import caption_texts
     from ..text import WordTokenizer
 
-    texts = caption_texts(args.src)
+    skipped = Counter()
+    texts = caption_texts(args.src, skipped)
     tok = WordTokenizer.build(texts, max_size=args.max_size, min_count=args.min_count)
     tok.save(args.out)
     print(f"{len(tok)} words (incl. <pad>, <unk>) from {len(texts)} captions -> {args.out}")
+    if skipped:
+        print("skipped: " + ", ".join(f"{n} {reason}" for reason, n in sorted(skipped.items())))
     return 0
 
 
@@ -97,7 +119,13 @@ def register(sub) -> None:
     p.add_argument("--max-count", type=int, default=256, help="samples per shard")
     p.add_argument("--max-side", type=int, default=360, help="shorter side of re-encoded clips (px)")
     p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--part", metavar="I/N", help="prepare only the I-th of N slices of the files (0 <= I < N), "
+                   "e.g. --part $SLURM_ARRAY_TASK_ID/$N; then `vatt data merge-reports OUT`")
     p.set_defaults(func=_prepare)
+
+    p = dsub.add_parser("merge-reports", help="join the per-part reports of `prepare --part I/N` runs")
+    p.add_argument("out", help="the shard folder all parts wrote to")
+    p.set_defaults(func=_merge_reports)
 
     p = dsub.add_parser("check", help="decode every sample as training would; count good and bad by reason")
     p.add_argument("src", help="a data source (folder, manifest, shards)")

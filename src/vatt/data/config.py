@@ -33,6 +33,7 @@ class DataConfig:
         color_jitter: brightness ±32/255, contrast/saturation 0.6-1.4, hue ±0.2 with p = 0.8.
         color_jitter_prob: probability of applying colour jitter to a clip.
         audio_noise: Gaussian noise of std ``audio_noise * max|x|`` added in training (0.01).
+        max_member_mb: a shard member larger than this is never read (counted ``too_large``), MiB.
     """
 
     num_frames: int = 8
@@ -49,6 +50,7 @@ class DataConfig:
     color_jitter: bool = True
     color_jitter_prob: float = 0.8
     audio_noise: float = 0.01
+    max_member_mb: float = 1024.0
 
     def __post_init__(self):
         if self.crop_mode not in CROP_MODES:

@@ -23,6 +23,8 @@ def collate(samples: list[dict]) -> dict:
     events = [e for s in samples for e in s.get("_events", ())]
     good = [s for s in samples if not s.get("_skip")]
     batch: dict = {"_events": events, "_good": len(good)}
+    if samples and "_pos" in samples[-1]:  # a stream's batch comes from one worker, in order
+        batch["_pos"] = samples[-1]["_pos"]
     if not good:
         return batch
     for k in _TENSOR_KEYS:
@@ -39,12 +41,23 @@ def _worker_init(_):
 
 class VattLoader(DataLoader):
     """A :class:`torch.utils.data.DataLoader` that yields only non-empty batches and records
-    skipped / masked samples in ``dataset.stats()``."""
+    skipped / masked samples in ``dataset.stats()``.
+
+    For streams (:mod:`vatt.data.streams`) it also records, per loader worker, the stream
+    position of the last batch handed out (``positions``, ``last_worker``), all-bad batches
+    included, so a trainer can save exactly what it consumed.
+    """
+
+    positions: dict
+    last_worker: int | None = None
 
     def __iter__(self):
         stats = self.dataset._stats
+        self.positions = {}
         for batch in super().__iter__():
             stats.record(batch.pop("_events"), good=batch.pop("_good"))
+            if "_pos" in batch:
+                self.last_worker, self.positions[self.last_worker] = batch.pop("_pos")
             if "key" in batch:
                 yield batch
 

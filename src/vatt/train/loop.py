@@ -249,7 +249,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda") if cfg.precision == "fp16" else None
         self.step, self.skipped, self.bad_in_row = 0, 0, 0
         self.elapsed_before = 0.0
-        start_slot = 0
+        start_slot, data_state = 0, None
         if ckpt is not None:
             state = C.load_checkpoint(ckpt, model=self.model, optimizer=self.optimizer, sharded=self.sharded)
             self.step = int(state["step"])
@@ -259,7 +259,8 @@ class Trainer:
             self.skipped = int(state.get("skipped_steps", 0))
             self.bad_in_row = int(state.get("bad_in_row", 0))
             self.elapsed_before = float(state.get("elapsed_seconds", 0.0))
-            start_slot = int(state.get("data", {}).get("consumed", self.step * cfg.grad_accum))
+            data_state = state.get("data", {})
+            start_slot = int(data_state.get("consumed", self.step * cfg.grad_accum))
             log.info("resumed from %s at step %d", ckpt, self.step)
         else:
             # Different DropToken/dropout draws per rank, as in any data-parallel run.
@@ -267,7 +268,7 @@ class Trainer:
         self.resumed_from = ckpt
         self.dataset = self._build_dataset(self.model.tokenizer)
         self.batches = TrainBatches(self.dataset, self.micro, rank=self.rank, world_size=self.world, seed=cfg.seed,
-                                    num_workers=cfg.data.num_workers, start=start_slot)
+                                    num_workers=cfg.data.num_workers, start=start_slot, state=data_state)
         self.forward_model: nn.Module = self.model
         if self.world > 1 and not self.sharded:
             from torch.nn.parallel import DistributedDataParallel as DDP
