@@ -64,11 +64,12 @@ def _check(args) -> int:
     from tqdm import tqdm
 
     from ..data.check import check_source
+    from ..data.config import DataConfig
 
     bar = tqdm(desc="check", unit="sample", disable=args.json, delay=0.5)
     try:
-        report = check_source(args.src, progress=bar.update, total=lambda n: setattr(bar, "total", n) or bar.refresh(),
-                              num_workers=args.workers)
+        report = check_source(args.src, DataConfig(max_member_mb=args.max_member_mb), progress=bar.update,
+                              total=lambda n: setattr(bar, "total", n) or bar.refresh(), num_workers=args.workers)
     finally:
         bar.close()
     if args.json:
@@ -131,6 +132,8 @@ def register(sub) -> None:
     p.add_argument("src", help="a data source (folder, manifest, shards)")
     p.add_argument("--json", action="store_true", help="print the JSON report")
     p.add_argument("--workers", type=int, default=0)
+    p.add_argument("--max-member-mb", type=float, default=1024.0,
+                   help="a shard member larger than this is not read (counted too_large)")
     p.set_defaults(func=_check)
 
     vocab = sub.add_parser("vocab", help="word vocabulary for the text tower")

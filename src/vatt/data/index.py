@@ -4,7 +4,7 @@ turn folders, manifests and shard patterns into lists (no decoding here).
 Source strings and how their type is detected (first match wins; a ``kind:`` prefix such as
 ``labelled:path`` or ``audio:path`` forces a type):
 
-* ``*.tar``, a glob / brace pattern (``shards-{000..009}.tar``), a URL (``https://``, ``s3://``,
+* ``*.tar`` (``.tar.gz``, ``.tgz``), a glob / brace pattern (``shards-{000..009}.tar``), a URL (``https://``, ``s3://``,
   ``gs://``, ...), ``pipe:COMMAND``, or a folder holding ``*.tar`` files -> WebDataset shards
   (:mod:`vatt.data.shards`), streamed.
 * ``*.csv``, ``*.json``, ``*.jsonl`` -> manifest; rows ``path`` [, ``start``, ``end``,
@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".ts", ".3gp", ".ogv", ".wmv")
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".oga", ".m4a", ".opus", ".aac")
 MEDIA_SUFFIXES = VIDEO_SUFFIXES + AUDIO_SUFFIXES
+SHARD_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 _KIND_PREFIX = re.compile(r"^(folder|audio|labelled|manifest|shards):(.*)$")
 # A URL scheme (two letters or more, so a Windows drive letter is not one) or webdataset's pipe:.
 _URL = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]+://|pipe:)")
@@ -80,6 +81,10 @@ class SourceIndex:
     ignored: int = 0  # files in a folder source that are neither media nor captions
 
 
+def _shard_files(folder: Path) -> list[Path]:
+    return sorted(x for x in folder.iterdir() if x.name.lower().endswith(SHARD_SUFFIXES) and x.is_file())
+
+
 def is_url(source: str) -> bool:
     """``https://...``, ``s3://...``, ``pipe:CMD`` and the like (anything but a local path)."""
     return bool(_URL.match(source))
@@ -108,7 +113,7 @@ def detect_kind(source: str) -> tuple[str, str]:
     if m:
         return m.group(1), m.group(2)
     low = source.lower()
-    if is_url(source) or low.endswith(".tar") or any(ch in source for ch in "*?{"):
+    if is_url(source) or low.endswith(SHARD_SUFFIXES) or any(ch in source for ch in "*?{"):
         return "shards", source
     if low.endswith((".csv", ".json", ".jsonl")):
         return "manifest", source
@@ -116,7 +121,7 @@ def detect_kind(source: str) -> tuple[str, str]:
     if not p.exists():
         raise InputError(f"data source not found: {source} (expected a folder, a .csv/.json manifest or .tar shards)")
     if p.is_dir():
-        if any(p.glob("*.tar")):
+        if _shard_files(p):
             return "shards", source
         files = media_files(p)
         if not files:
@@ -267,7 +272,7 @@ def list_shards(source: str) -> list[str]:
         return expand_braces(source)
     p = Path(source)
     if p.is_dir():
-        shards = sorted(str(x) for x in p.glob("*.tar"))
+        shards = [str(x) for x in _shard_files(p)]
     else:
         shards = sorted({s for pat in expand_braces(source) for s in (glob.glob(pat) if any(c in pat for c in "*?[") else [pat])})
     missing = [s for s in shards if not Path(s).is_file()]
