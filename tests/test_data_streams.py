@@ -279,3 +279,51 @@ def test_oga_is_audio_and_other_files_are_counted_as_ignored(synth_corpus, tmp_p
     assert s["audio_mask"] == 1 and np.abs(s["audio"].numpy()).max() > 0
     report = prepare_shards(str(tmp_path), tmp_path / "out")
     assert report["ignored"] == 2 and report["clips"] == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Two ranks (gloo): the split covers every clip once, and each rank resumes its own position
+# ---------------------------------------------------------------------------------------------
+def _two_rank_stream(rank, world, port, shard_dir, out):
+    import os
+
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        def batches(**kw):
+            ds = build_dataset(shard_dir, CFG, None, train=True, seed=6, rank=rank, world_size=world)
+            return TrainBatches(ds, 2, rank=rank, world_size=world, num_workers=2, seed=6, **kw)
+
+        straight = batches()
+        want = [next(straight)["key"] for _ in range(8)]
+        straight.close()
+        first = batches()
+        for _ in range(3):
+            next(first)
+        state = json.loads(json.dumps(first.state_dict()))  # a collective: every rank's position
+        first.close()
+        resumed = batches(start=3, state=state)
+        got = [next(resumed)["key"] for _ in range(5)]
+        resumed.close()
+        with open(f"{out}/rank{rank}.json", "w") as f:
+            json.dump({"want": want, "got": got, "saved_ranks": len(state["stream"]["ranks"])}, f)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_two_ranks_split_every_clip_once_per_epoch_and_resume_their_own_positions(synth_corpus, tmp_path):
+    import torch.multiprocessing as mp
+    from test_objective import free_port
+
+    prepare_shards(str(synth_corpus / "pretrain"), tmp_path / "sh")  # 24 clips, one shard, 4 workers in all
+    mp.spawn(_two_rank_stream, args=(2, free_port(), str(tmp_path / "sh"), str(tmp_path)), nprocs=2, join=True)
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    # 6 clips per worker per epoch = 3 batches of 2; a rank's 2 workers alternate: 6 batches = epoch 0.
+    epoch0 = [base(k) for r in ranks for b in r["want"][:6] for k in b]
+    assert len(epoch0) == 24 and set(epoch0) == clip_keys(tmp_path / "sh")
+    for r in ranks:
+        assert r["saved_ranks"] == 2 and r["got"] == r["want"][3:]

@@ -128,7 +128,8 @@ class TrainBatches:
         fresh = {"workers": self.workers, "next": 0, "positions": [None] * self.workers}
         if not consumed:
             return fresh
-        if saved and saved.get("workers") == self.workers and saved.get("world_size") == self.world_size:
+        if (saved and saved.get("workers") == self.workers and saved.get("world_size") == self.world_size
+                and len(saved.get("ranks", ())) == self.world_size):
             return saved["ranks"][self.rank] | {"workers": self.workers}
         # Positions belong to (rank, worker) slots that no longer exist: a new seed, not a replay.
         log.warning("the data stream cannot resume exactly (%s); it restarts with a new shuffle",
