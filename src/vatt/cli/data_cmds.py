@@ -33,7 +33,7 @@ def _prepare(args) -> int:
     try:
         report = prepare_shards(args.src, args.out, clip_seconds=args.clip_seconds, max_count=args.max_count,
                                 workers=args.workers, max_side=args.max_side, part=part, progress=bar.update,
-                                total=lambda n: setattr(bar, "total", n) or bar.refresh())
+                                total=lambda n: setattr(bar, "total", n))
     finally:
         bar.close()
     _print_prepare_report(report, args.out)
@@ -69,7 +69,7 @@ def _check(args) -> int:
     bar = tqdm(desc="check", unit="sample", disable=args.json, delay=0.5)
     try:
         report = check_source(args.src, DataConfig(max_member_mb=args.max_member_mb), progress=bar.update,
-                              total=lambda n: setattr(bar, "total", n) or bar.refresh(), num_workers=args.workers)
+                              total=lambda n: setattr(bar, "total", n), num_workers=args.workers)
     finally:
         bar.close()
     if args.json:

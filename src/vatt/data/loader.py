@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
+from ..errors import DataError, VattError
+
 _TENSOR_KEYS = ("video", "audio", "text", "video_mask", "audio_mask", "text_mask", "label")
 
 
@@ -35,6 +37,25 @@ def collate(samples: list[dict]) -> dict:
     return batch
 
 
+def _one_line_errors(batches):
+    """Our errors raised in a loader worker come back with the worker's traceback in the message;
+    keep the error's own last line so the CLI can still print one line."""
+    try:
+        yield from batches
+    except VattError as e:
+        lines = str(e).strip().splitlines()
+        if len(lines) < 2:
+            raise
+        last = lines[-1]
+        prefix = f"{type(e).__module__}.{type(e).__qualname__}: "
+        msg = last[len(prefix):] if last.startswith(prefix) else last
+        try:
+            err = type(e)(msg)
+        except TypeError:  # an error class with another constructor
+            err = DataError(msg)
+        raise err from None
+
+
 def _worker_init(_):
     torch.set_num_threads(1)
 
@@ -54,7 +75,7 @@ class VattLoader(DataLoader):
     def __iter__(self):
         stats = self.dataset._stats
         self.positions = {}
-        for batch in super().__iter__():
+        for batch in _one_line_errors(super().__iter__()):
             stats.record(batch.pop("_events"), good=batch.pop("_good"))
             if "_pos" in batch:
                 self.last_worker, self.positions[self.last_worker] = batch.pop("_pos")

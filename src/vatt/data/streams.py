@@ -210,10 +210,15 @@ def clip_stream(ds, seed: int, g: int, total: int, start) -> Iterator[dict]:
         return (int(i) for i in np.random.default_rng([seed, epoch]).permutation(len(ds))[g::total])
 
     def make(idx: int, epoch: int) -> dict:
+        if not hasattr(ds, "load"):  # any map-style dataset of Batch-contract items
+            return dict(ds[idx])
         return ds.load(idx, np.random.default_rng([seed, epoch, idx]))
 
-    return run_epochs(items, make, lambda idx: ds.refs[idx].path, start=start, endless=True,
-                      strict=getattr(ds, "strict", False), where=f"{len(ds)} clips")
+    def name_of(idx: int) -> str:
+        return ds.refs[idx].path if hasattr(ds, "refs") else f"item {idx}"
+
+    return run_epochs(items, make, name_of, start=start, endless=True, strict=getattr(ds, "strict", False),
+                      where=f"{len(ds)} clips")
 
 
 class MixedStream(Stream):

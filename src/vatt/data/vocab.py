@@ -22,7 +22,7 @@ def caption_texts(sources: list[str] | str, skipped: Counter | None = None) -> l
 
     Unreadable caption files, bad shard samples and broken shards are skipped (a vocabulary
     does not need every sentence); their counts by reason are added to ``skipped`` when given,
-    and logged.
+    and logged. A shard source none of whose shards can be read is a :class:`DataError`.
     """
     srcs = [sources] if isinstance(sources, (str, os.PathLike)) else list(sources)
     texts: list[str] = []
@@ -41,6 +41,7 @@ def caption_texts(sources: list[str] | str, skipped: Counter | None = None) -> l
             add_file(p)
             continue
         ix = index_source(src)
+        failed = []
         for shard in ix.shards:
             try:
                 for raw in iter_tar_samples(shard):
@@ -53,7 +54,10 @@ def caption_texts(sources: list[str] | str, skipped: Counter | None = None) -> l
                     texts.extend(c.text for c in caps or [])
             except DataError as e:
                 bad["bad_shard"] += 1
+                failed.append(str(e))
                 log.warning("%s", e)
+        if ix.shards and len(failed) == len(ix.shards):
+            raise DataError(f"none of the {len(failed)} shard(s) of {src} could be read; first: {failed[0]}")
         for r in ix.refs:
             if isinstance(r.captions, list):
                 texts.extend(c.text for c in r.captions)
