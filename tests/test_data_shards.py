@@ -1,4 +1,4 @@
-"""WebDataset shards: `vatt data prepare` round trip, cutting long videos, rank/worker split."""
+"""WebDataset shards: `vatt data prepare` round trip, cutting long videos, rank/worker split, bad shards."""
 
 import json
 import tarfile
@@ -7,10 +7,10 @@ import numpy as np
 import torch
 
 from vatt.cli.main import main
-from vatt.data import DataConfig, MediaReader, build_dataset, make_loader, split_shards
+from vatt.data import (DataConfig, MediaReader, ShardDataset, build_dataset, list_shards, make_loader, prepare_shards,
+                       split_shards)
 from vatt.data.captions import Caption, write_srt
 from vatt.data.encode import encode_mp4
-from vatt.data import ShardDataset, list_shards, prepare_shards
 from vatt.data.index import expand_braces
 from vatt.data.shards import iter_tar_samples
 

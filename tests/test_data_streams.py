@@ -13,7 +13,6 @@ import pytest
 import torch
 
 from vatt.data import DataConfig, ShardDataset, build_dataset, list_shards, prepare_shards
-from vatt.data.prepare import merge_reports
 from vatt.data.shards import iter_tar_samples
 from vatt.train.batches import TrainBatches
 

@@ -138,7 +138,10 @@ class ShardWriter:
     """Writes samples into ``out/shard-NNNNN.tar`` with at most ``max_count`` samples each.
 
     Each shard is written to a temporary file and renamed when complete (atomic); member times are
-    fixed so the same input gives byte-identical shards.
+    fixed so the same input gives byte-identical shards. (``webdataset.TarWriter`` can fix the
+    time too, but the atomic rename and shard rotation would still be ours, and it would make
+    webdataset a runtime dependency for what ``tarfile`` does in a dozen lines; the test extra
+    checks that webdataset reads what we write.)
     """
 
     def __init__(self, out: str | os.PathLike, max_count: int = 256, prefix: str = "shard"):
