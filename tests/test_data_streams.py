@@ -180,6 +180,8 @@ def test_pipe_and_fsspec_urls_read_the_same_samples(one_shard):
         f.write(open(shard, "rb").read())
     for url in (f"pipe:cat {shard}", "memory://bucket/shard-0.tar", f"file://{shard}"):
         assert [(r["__key__"], r["mp4"]) for r in iter_tar_samples(url)] == want, url
+    globbed = list_shards("memory://bucket/shard-*.tar")  # listed through fsspec
+    assert len(globbed) == 1 and [(r["__key__"], r["mp4"]) for r in iter_tar_samples(globbed[0])] == want
 
 
 def test_object_store_urls_without_their_backend_are_one_line(tmp_path, capsys):

@@ -266,10 +266,14 @@ def list_shards(source: str) -> list[str]:
     """Shard paths or URLs for a ``.tar`` file, a folder of them, a glob / brace pattern, or URLs.
 
     Local shards are sorted and must exist; URLs (``https://``, ``s3://``, ``pipe:``) are
-    brace-expanded in order and only opened when read.
+    brace-expanded in order and only opened when read; a glob in an fsspec URL (``s3://b/*.tar``)
+    is listed through fsspec.
     """
     if is_url(source):
-        return expand_braces(source)
+        urls = expand_braces(source)
+        if any(c in source for c in "*?[") and not source.lower().startswith(("pipe:", "http:", "https:")):
+            return _glob_urls(source, urls)
+        return urls
     p = Path(source)
     if p.is_dir():
         shards = [str(x) for x in _shard_files(p)]
@@ -281,6 +285,22 @@ def list_shards(source: str) -> list[str]:
     if not shards:
         raise InputError(f"no .tar shards match {source}")
     return shards
+
+
+def _glob_urls(source: str, patterns: list[str]) -> list[str]:
+    """``s3://bucket/shard-*.tar`` and the like, listed through fsspec (sorted)."""
+    import fsspec
+
+    found = []
+    try:
+        for pattern in patterns:
+            fs, path = fsspec.core.url_to_fs(pattern)
+            found += sorted(fs.unstrip_protocol(p) for p in fs.glob(path))
+    except ImportError as e:
+        raise InputError(f"cannot list {source}: {e} (pip install the fsspec backend)") from None
+    if not found:
+        raise InputError(f"no shards match {source}")
+    return found
 
 
 def sample_to_ref(sample: dict, classes: list[str] | None = None) -> ClipRef:
