@@ -328,3 +328,14 @@ def test_two_ranks_split_every_clip_once_per_epoch_and_resume_their_own_position
     assert len(epoch0) == 24 and set(epoch0) == clip_keys(tmp_path / "sh")
     for r in ranks:
         assert r["saved_ranks"] == 2 and r["got"] == r["want"][3:]
+
+
+def test_a_stream_with_no_readable_sample_stops_with_one_line(tmp_path):
+    from vatt.errors import DataError
+
+    (tmp_path / "broken.tar").write_bytes(b"not a tar at all" * 100)
+    batches = TrainBatches(build_dataset(str(tmp_path), CFG, None, train=True), 2, num_workers=1)
+    with pytest.raises(DataError) as err:
+        next(batches)  # raised in the loader worker, after two epochs of nothing but bad shards
+    assert len(str(err.value).splitlines()) == 1 and "every sample was bad" in str(err.value)
+    batches.close()
