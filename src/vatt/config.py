@@ -41,6 +41,10 @@ class VideoConfig:
     crop_size: int = 224
     patch_size: tuple[int, int, int] = (4, 16, 16)  # (time, height, width) of one voxel
     drop_rate: float = 0.5  # DropToken rate in training (eval drops nothing)
+    # Agnostic fine-tunes (official VideoModel with pre/post projection): Linear(D->D)+GELU on the
+    # voxel embeddings before positions, Linear(D->post_proj_dim)+GELU after the encoder (0: none).
+    pre_proj: bool = False
+    post_proj_dim: int = 0
 
     @property
     def grid(self) -> tuple[int, int, int]:
@@ -62,6 +66,8 @@ class AudioConfig:
     num_samples: int = 153600  # 3.2 s, the window of 32 frames at 10 fps
     patch_size: int = 128  # samples per token
     drop_rate: float = 0.5
+    pre_proj: bool = False  # as VideoConfig (agnostic fine-tunes)
+    post_proj_dim: int = 0
 
     @property
     def num_tokens(self) -> int:
@@ -116,6 +122,21 @@ class HeadConfig:
 
 
 @dataclass
+class ClassifierConfig:
+    """A classification head on one tower's AGG feature (a fine-tuned model, e.g. converted from
+    an official K400 or AudioSet checkpoint): ``Linear(D -> num_classes)``.
+
+    ``multilabel``: class scores are sigmoids (AudioSet) instead of a softmax (Kinetics).
+    ``classes``: class names in logit order, when known.
+    """
+
+    modality: str = "video"
+    num_classes: int = 400
+    multilabel: bool = False
+    classes: list | None = None
+
+
+@dataclass
 class ModelConfig:
     """The whole VATT model. ``shared_encoder`` set -> modality-agnostic (one encoder for all).
 
@@ -125,6 +146,12 @@ class ModelConfig:
     ``attention_dropout``: on the attention probabilities (official 0.1). On CPU a non-zero value
     makes ``scaled_dot_product_attention`` fall back from the fused kernel to the math path
     (about 4x slower attention, N x N memory); set 0 for speed there. GPU kernels fuse it.
+    ``droptoken_keep``: how many tokens DropToken keeps: ``"table"`` (default, official: a count
+    fixed by the position-table size, ``(1 - rate) * t*h*w`` of the tables, at most all tokens) or
+    ``"tokens"`` (``(1 - rate)`` of the actual tokens; differs at other crops and for images).
+    ``position_resample``: position tables resized to another token grid by ``"spline"``
+    (default, official order-3 spline, start aligned) or ``"bicubic"`` (centre aligned).
+    ``classifier``: an optional classification head (fine-tuned models), see :class:`ClassifierConfig`.
     ``validate_inputs``: check input shapes and ranges at every forward (one min/max per tensor);
     turn off for speed once the pipeline is known to be right.
     """
@@ -140,6 +167,9 @@ class ModelConfig:
     post_proj_dim: int = 1024  # modality-agnostic model: Linear(->1024)+GELU after the encoder
     heads: HeadConfig = field(default_factory=HeadConfig)
     droptoken: str = "batch"
+    droptoken_keep: str = "table"
+    position_resample: str = "spline"
+    classifier: ClassifierConfig | None = None
     dropout: float = 0.1
     attention_dropout: float = 0.1
     layer_norm_eps: float = 1e-6
@@ -210,6 +240,15 @@ class ModelConfig:
                 raise ConfigError(f"{key} must be in [0, 1), got {getattr(self, key)}")
         if self.droptoken not in ("batch", "sample"):
             raise ConfigError(f"droptoken must be 'batch' or 'sample', got {self.droptoken!r}")
+        if self.droptoken_keep not in ("table", "tokens"):
+            raise ConfigError(f"droptoken_keep must be 'table' or 'tokens', got {self.droptoken_keep!r}")
+        if self.position_resample not in ("spline", "bicubic"):
+            raise ConfigError(f"position_resample must be 'spline' or 'bicubic', got {self.position_resample!r}")
+        c = self.classifier
+        if c is not None and (c.modality not in ("video", "audio") or c.num_classes < 1
+                              or (c.classes is not None and len(c.classes) != c.num_classes)):
+            raise ConfigError(f"classifier needs modality 'video' or 'audio', num_classes >= 1 and as many class "
+                              f"names as classes; got {c}")
         if self.heads.bn_placement not in ("official", "paper"):
             raise ConfigError(f"heads.bn_placement must be 'official' or 'paper', got {self.heads.bn_placement!r}")
         for key in ("video_encoder", "audio_encoder", "text_encoder", "shared_encoder"):
