@@ -234,11 +234,17 @@ def _layers(shapes: Mapping[str, tuple], prefix: str, inner: str = "tx/layers/")
     return max(found) + 1 if found else 0
 
 
-def _encoder(shapes, prefix: str, width: int, heads: int | None = None) -> dict:
+RELEASED_WIDTHS = (768, 1024)  # official head size 64 in every released video/audio/UT encoder
+
+
+def _encoder(shapes, prefix: str, width: int) -> dict:
     layers = _layers(shapes, prefix)
     mlp = shapes.get(prefix + "tx/layers/0/feed_forward/mlp/wi/kernel", (width, 4 * width))[1]
-    return {"num_layers": layers, "width": width, "mlp_dim": mlp,
-            "num_heads": heads or max(1, width // 64)}
+    if width not in RELEASED_WIDTHS:
+        log.warning("encoder width %d is not a released size: its head count cannot be read from the checkpoint "
+                    "and is taken as width / 64 = %d; set the right one with --set <tower>_encoder.num_heads=N",
+                    width, max(1, width // 64))
+    return {"num_layers": layers, "width": width, "mlp_dim": mlp, "num_heads": max(1, width // 64)}
 
 
 def _need(shapes, path: str) -> tuple[int, ...]:

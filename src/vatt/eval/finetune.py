@@ -34,6 +34,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from ..errors import CheckpointError, ConfigError, InputError, nearest
+from ..model.heads import init_classifier_
 from .embed import make_eval_loader
 from .metrics import multilabel_metrics, topk_accuracy
 
@@ -89,36 +90,39 @@ class Classifier(nn.Module):
     """A VATT backbone's AGG feature → dropout → Linear(C).
 
     Args:
-        model: a :class:`vatt.model.VATT`; only its ``modality`` backbone is used.
+        model: a :class:`vatt.model.VATT`; only its ``modality`` backbone is used. A model with
+            its own classification head for ``modality`` and C classes (e.g. a converted official
+            fine-tune, ``config.classifier``) starts from that head.
         modality: ``"video"`` or ``"audio"``.
         num_classes: C.
-        bias_init: initial bias of the linear head (audio: −log(C−1)).
+        bias_init: initial bias of the linear head (default: the official one, below).
+
+    The head starts as the official one (see :func:`vatt.model.heads.classifier_head`):
+    Glorot-normal kernel and zero bias for video, Glorot-uniform kernel and bias −log(C−1) for
+    audio (multi-label).
     """
 
     def __init__(self, model: nn.Module, modality: str, num_classes: int, *, dropout: float = 0.5,
-                 bias_init: float = 0.0):
+                 bias_init: float | None = None):
         super().__init__()
         self.backbone = model
         self.modality = modality
-        width = _agg_width(model, modality)
         self.dropout = nn.Dropout(dropout)
-        self.head = nn.Linear(width, num_classes)
-        nn.init.zeros_(self.head.weight)  # official: zero-initialised classification kernel
-        nn.init.constant_(self.head.bias, bias_init)
+        self.head = nn.Linear(model.feature_dim(modality), num_classes)
+        init_classifier_(self.head, multilabel=modality == "audio")
+        if bias_init is not None:
+            nn.init.constant_(self.head.bias, bias_init)
+        own, own_cfg = getattr(model, "classifier", None), model.config.classifier
+        if own is not None and own_cfg.modality == modality and own.out_features == num_classes:
+            self.head.load_state_dict(own.state_dict())
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         # The backbone alone: the common-space heads (and their BatchNorm) play no part here.
-        return self.backbone._agg(self.modality, x)
+        return self.backbone.features(x, self.modality)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x``: video ``[B, T, H, W, 3]`` or audio ``[B, S]`` -> logits ``[B, C]``."""
         return self.head(self.dropout(self.features(x)))
-
-
-def _agg_width(model: nn.Module, modality: str) -> int:
-    if model.config.modality_agnostic:
-        return int(model.backbone.width)
-    return int(getattr(model, f"{modality}_backbone").width)
 
 
 # -- multi-view evaluation -----------------------------------------------------------------------
@@ -475,13 +479,7 @@ def finetune(model, train_source, val_source, out_dir=None, *, config: FinetuneC
 
 def _no_droptoken(model) -> None:
     """Fine-tuning keeps every token (official fine-tuning configs use drop rate 0)."""
-    for modality in ("video", "audio"):
-        getattr(model.config, modality).drop_rate = 0.0
-        backbone = getattr(model, f"{modality}_backbone", None)
-        if backbone is not None:
-            backbone.drop_rate = 0.0
-    if model.config.modality_agnostic:
-        model.backbone.drop_rates = {"video": 0.0, "audio": 0.0}
+    model.set_droptoken_rates(video=0.0, audio=0.0)
 
 
 def _label_info(dataset: Dataset, classes, multilabel: bool) -> tuple[int, torch.Tensor]:

@@ -17,7 +17,6 @@ newest complete checkpoint. Library code: progress goes to ``callback`` and the 
 from __future__ import annotations
 
 import contextlib
-import functools
 import gc
 import json
 import logging
@@ -82,32 +81,6 @@ def resolve_device(name: str) -> torch.device:
             raise ConfigError(f"device={name!r} but CUDA is not available; use device=cpu")
         return torch.device(f"cuda:{D.get_local_rank()}" if name == "cuda" else name)
     return torch.device(name)
-
-
-def enable_activation_checkpointing(model: nn.Module) -> int:
-    """Recompute every transformer block in the backward pass (less memory, ~30% more compute).
-
-    Patches the blocks' ``forward`` in place (the state dict is unchanged). Returns the count.
-    """
-    from torch.utils.checkpoint import checkpoint
-
-    from ..model.layers import T5Block, TransformerBlock
-
-    n = 0
-    for m in model.modules():
-        if isinstance(m, (TransformerBlock, T5Block)) and not getattr(m, "_vatt_checkpointed", False):
-            inner = m.forward
-
-            @functools.wraps(inner)
-            def forward(*args, _inner=inner, _m=m, **kw):
-                if _m.training and torch.is_grad_enabled():
-                    return checkpoint(_inner, *args, use_reentrant=False, **kw)
-                return _inner(*args, **kw)
-
-            m.forward = forward
-            m._vatt_checkpointed = True
-            n += 1
-    return n
 
 
 def _to_device(batch: dict, device: torch.device) -> dict:
@@ -236,7 +209,7 @@ class Trainer:
         if self.world > 1:
             self.model = D.convert_sync_batchnorm(self.model)
         if cfg.activation_checkpointing:
-            log.info("activation checkpointing on %d blocks", enable_activation_checkpointing(self.model))
+            log.info("activation checkpointing on %d blocks", self.model.set_grad_checkpointing(True))
         if self.sharded:  # before the optimiser: it must hold the DTensor shards
             from .fsdp import shard_model
 
