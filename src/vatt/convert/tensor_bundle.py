@@ -346,6 +346,22 @@ class TensorBundle:
                                   "next to PREFIX.data-00000-of-0000N)")
         self.num_shards, self.entries = read_index(index)
         self.verify_data = _fast_crc32c() is not None if verify_data is None else verify_data
+        self._check_shards()
+
+    def _check_shards(self) -> None:
+        """Every data file exists and is long enough for the tensors the index puts in it."""
+        need: dict[int, int] = {}
+        for e in self.entries.values():
+            if e.shard >= max(1, self.num_shards):
+                raise CheckpointError(f"{self.prefix}.index names data shard {e.shard} of {self.num_shards} for {e.name}")
+            need[e.shard] = max(need.get(e.shard, 0), e.offset + e.size)
+        for shard, end in sorted(need.items()):
+            path = self.shard_path(shard)
+            if not path.is_file():
+                raise CheckpointError(f"checkpoint data file not found: {path}")
+            size = path.stat().st_size
+            if size < end:
+                raise CheckpointError(f"{path} is truncated: {size} bytes, but the index needs {end}")
 
     def names(self) -> list[str]:
         return sorted(self.entries)
@@ -421,7 +437,7 @@ def write_bundle(prefix: str | os.PathLike, tensors: dict[str, np.ndarray]) -> N
     codes = {v: k for k, v in DTYPES.items()}
     data, entries = bytearray(), []
     for name in sorted(tensors):
-        arr = np.ascontiguousarray(tensors[name])
+        arr = np.array(tensors[name], order="C")  # (ascontiguousarray would make scalars 1-D)
         code = codes[arr.dtype.newbyteorder("<") if arr.dtype.itemsize > 1 else arr.dtype]
         raw = arr.astype(arr.dtype.newbyteorder("<")).tobytes()
         shape = b"".join(_field(2, 2, _field(1, 0, d)) for d in arr.shape)
