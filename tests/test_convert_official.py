@@ -9,7 +9,6 @@ outputs. They are looked up in ``$VATT_OFFICIAL_FIXTURES``, ``<repo>/shared/fixt
 from __future__ import annotations
 
 import json
-import math
 import os
 import pickle
 import re

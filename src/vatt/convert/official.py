@@ -240,10 +240,6 @@ RELEASED_WIDTHS = (768, 1024)  # official head size 64 in every released video/a
 def _encoder(shapes, prefix: str, width: int) -> dict:
     layers = _layers(shapes, prefix)
     mlp = shapes.get(prefix + "tx/layers/0/feed_forward/mlp/wi/kernel", (width, 4 * width))[1]
-    if width not in RELEASED_WIDTHS:
-        log.warning("encoder width %d is not a released size: its head count cannot be read from the checkpoint "
-                    "and is taken as width / 64 = %d; set the right one with --set <tower>_encoder.num_heads=N",
-                    width, max(1, width // 64))
     return {"num_layers": layers, "width": width, "mlp_dim": mlp, "num_heads": max(1, width // 64)}
 
 
@@ -339,7 +335,14 @@ def build_config(shapes: Mapping[str, tuple], layout: str, preset: str | None = 
         raise ConfigError("this is a modality-specific (BBS/MBS/LBS) checkpoint; --preset ma-medium does not fit it")
     base = "mbs" if preset == "ma-medium" and not layout.startswith("pretrain") else preset
     values = _flat(inferred)
-    values.update(dict(overrides or {}))
+    given = dict(overrides or {})
+    for key in ("video_encoder", "audio_encoder", "shared_encoder"):
+        width = values.get(f"{key}.width")
+        if width is not None and width not in RELEASED_WIDTHS and f"{key}.num_heads" not in given:
+            log.warning("%s width %d is not a released size: its head count cannot be read from the checkpoint "
+                        "and is taken as width / 64 = %d; set the right one with --set %s.num_heads=N",
+                        key, width, values[f"{key}.num_heads"], key)
+    values.update(given)
     cfg = get_config(base, {k: v for k, v in values.items() if k != "classifier"})
     if "classifier" in values:
         cfg = cfg.override({"classifier": values["classifier"]})

@@ -21,11 +21,11 @@ outputs exactly; only the statistics a long training run accumulates differ, by 
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-import math
 
 from ..config import ClassifierConfig, HeadConfig
 from .layers import glorot_linear

@@ -76,7 +76,8 @@ def resample_table(table: torch.Tensor, size: int, method: str = "spline") -> to
     if method == "spline":
         if n == 1:
             return table.expand(size, d)
-        return spline_matrix(n, size).to(device=table.device, dtype=torch.float32) @ table.float()
+        dt = torch.float64 if table.dtype == torch.float64 else torch.float32
+        return (spline_matrix(n, size).to(device=table.device, dtype=dt) @ table.to(dt)).to(table.dtype)
     if method != "bicubic":
         raise ValueError(f"position resampling must be one of {RESAMPLE_METHODS}, got {method!r}")
     grid = table.t().reshape(1, d, n, 1)
