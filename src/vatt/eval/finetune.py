@@ -20,7 +20,6 @@ Checkpoints: ``OUT/checkpoint/`` holds ``model.safetensors`` (backbone + head),
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import math
@@ -33,6 +32,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from ..config_engine import ConfigBase, check_choice, check_number
 from ..errors import CheckpointError, ConfigError, InputError, nearest
 from .embed import make_eval_loader
 from .metrics import multilabel_metrics, topk_accuracy
@@ -43,11 +43,14 @@ TASKS = ("video", "audio", "image")
 
 
 @dataclass
-class FinetuneConfig:
-    """Fine-tuning hyper-parameters (defaults: the official video recipe, SPEC §5).
+class FinetuneConfig(ConfigBase):
+    """Fine-tuning hyper-parameters (defaults: the official video recipe, SPEC §5); presets by
+    task (``load_finetune_config("audio")``), YAML files and ``--set`` overrides as for pretraining.
 
     ``steps``: optimisation steps; ``warmup_steps``: linear warmup (official 2.5k of 100k+
     steps; capped at a tenth of ``steps`` here so short runs still reach the peak rate).
+    ``command``: the command line that made this config (written by the CLI; the first line of
+    ``OUT/config.yaml``).
     """
 
     task: str = "video"
@@ -67,14 +70,22 @@ class FinetuneConfig:
     checkpoint_every: int = 200
     num_workers: int = 0
     seed: int = 0
+    command: str = ""
 
-    def __post_init__(self):
-        if self.task not in TASKS:
-            raise ConfigError(f"unknown fine-tuning task '{self.task}'{nearest(self.task, TASKS)}")
-        if self.steps <= 0 or self.batch_size <= 0:
-            raise ConfigError(f"steps and batch_size must be positive, got {self.steps} and {self.batch_size}")
+    def check(self) -> None:
+        check_choice(self.task, "task", TASKS)
+        for name in ("steps", "batch_size", "test_windows", "checkpoint_every"):
+            check_number(getattr(self, name), name, low=1)
+        for name in ("warmup_steps", "num_workers", "seed", "weight_decay", "backbone_clip_norm", "mixup_alpha"):
+            check_number(getattr(self, name), name, low=0)
+        check_number(self.lr, "lr", low=0, high=10)  # 0 is allowed: a frozen run that only tests
+        check_number(self.momentum, "momentum", low=0, high=1, high_open=True)
+        check_number(self.label_smoothing, "label_smoothing", low=0, high=1, high_open=True)
+        check_number(self.head_dropout, "head_dropout", low=0, high=1, high_open=True)
         if self.test_crops not in (1, 3):
             raise ConfigError(f"test_crops must be 1 or 3, got {self.test_crops}")
+        if self.crop_size is not None:
+            check_number(self.crop_size, "crop_size", low=16, high=8192)
 
     @property
     def modality(self) -> str:
@@ -83,6 +94,21 @@ class FinetuneConfig:
     @property
     def effective_warmup(self) -> int:
         return min(self.warmup_steps, max(1, self.steps // 10))
+
+
+def load_finetune_config(name_or_path: str = "video", overrides=None) -> FinetuneConfig:
+    """A task preset (``video``, ``audio``, ``image``: the official recipe of that task) or a YAML
+    file, then dotted/``key=value`` overrides."""
+    from pathlib import Path as _Path
+
+    if name_or_path in TASKS:
+        cfg = FinetuneConfig(task=name_or_path)
+    elif _Path(name_or_path).is_file() or str(name_or_path).endswith((".yaml", ".yml", ".json")):
+        cfg = FinetuneConfig.load(name_or_path)
+    else:
+        raise ConfigError(f"--config expects a task preset ({', '.join(TASKS)}) or a YAML file; got "
+                          f"{name_or_path!r}{nearest(str(name_or_path), TASKS)}")
+    return cfg.override(overrides) if overrides else cfg
 
 
 class Classifier(nn.Module):
@@ -418,7 +444,10 @@ def finetune(model, train_source, val_source, out_dir=None, *, config: FinetuneC
         ``{"task", "steps", "num_classes", "chance", "train_loss",`` and for video/image
         ``"top1", "top5"`` (fractions) or for audio ``"mAP", "AUC", "d_prime"}``.
     """
-    cfg = dataclasses.replace(config or FinetuneConfig(), **overrides)
+    cfg = (config or FinetuneConfig()).override(overrides) if overrides else (config or FinetuneConfig())
+    if out_dir is not None:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        cfg.save(Path(out_dir) / "config.yaml")  # starts with the command that made it
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     _no_droptoken(model)
@@ -437,7 +466,7 @@ def finetune(model, train_source, val_source, out_dir=None, *, config: FinetuneC
     pos_weight = inverse_frequency_weights(label_stats).to(device) if multilabel else None
     batches = _loop(make_eval_loader(train_set, cfg.batch_size, cfg.num_workers, shuffle=True,
                                      drop_last=len(train_set) > cfg.batch_size, seed=cfg.seed))
-    info = {"config": dataclasses.asdict(cfg), "classes": classes, "num_classes": num_classes}
+    info = {"config": cfg.to_dict(), "classes": classes, "num_classes": num_classes}
     bar = None
     if progress:
         from tqdm import tqdm

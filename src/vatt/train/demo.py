@@ -253,7 +253,7 @@ def run_demo(out: str | os.PathLike, *, minutes: float = 10.0, preset: str = "ti
     t_train = time.perf_counter()
     vocab = WordTokenizer.build(caption_texts([src["pretrain"]]))
     model_cfg = cfg.model_config()
-    dcfg = DataConfig.from_model_config(model_cfg, **cfg.data.augment)
+    dcfg = DataConfig.from_model_config(model_cfg, cfg.data.augment)
     train_sources = [src["pretrain"], src["audio_only"]]
     dataset = build_dataset(train_sources, dcfg, vocab, train=True, seed=cfg.seed)
     windows, data_stats = cache_windows(dataset, windows_per_clip, seed=cfg.seed, num_workers=num_workers,
