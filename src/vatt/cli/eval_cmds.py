@@ -8,13 +8,13 @@ import argparse
 import json
 import sys
 
+from .progress import Bars
+
 
 def _print_table(headers: list[str], rows: list[list]) -> None:
-    cells = [[f"{c:.4f}" if isinstance(c, float) else str(c) for c in row] for row in rows]
-    widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(headers)]
-    print("  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(headers, widths))))
-    for row in cells:
-        print("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))))
+    from ..tables import format_table
+
+    print(format_table(rows, headers, align="numbers", rule=False))
 
 
 def _dump(obj) -> None:
@@ -30,17 +30,14 @@ def _load(args):
 
 # -- vatt eval retrieval -------------------------------------------------------------------------
 def _retrieval(args) -> int:
-    from ..eval.embed import eval_dataset, extract_features
-    from ..eval.retrieval import AVERAGES, available_outputs, retrieval_from_features
+    from ..eval.retrieval import AVERAGES, zero_shot_retrieval
 
     model = _load(args)
-    dataset = eval_dataset(model, args.data, num_windows=args.windows)
-    outputs = available_outputs(dataset, ["video_vt", "text_vt", "video_va", "audio_va"])
-    feats = extract_features(model, dataset, outputs=outputs, batch_size=args.batch_size, device=args.device,
-                             num_workers=args.workers, progress=not args.json)
     caption = int(args.caption) if args.caption.isdigit() else args.caption
     averages = AVERAGES if args.average == "both" else (args.average,)
-    results = {a: retrieval_from_features(feats, average=a, caption=caption) for a in averages}
+    results = zero_shot_retrieval(model, args.data, num_windows=args.windows, batch_size=args.batch_size,
+                                  device=args.device, num_workers=args.workers, average=list(averages),
+                                  caption=caption, progress=None if args.json else Bars())
     if args.json:
         _dump(results)
         return 0
@@ -59,7 +56,7 @@ def _retrieval(args) -> int:
 
 # -- vatt eval linear ----------------------------------------------------------------------------
 def _linear(args) -> int:
-    from ..eval.linear import CLASSIFIERS, classify_features, frozen_features
+    from ..eval.linear import CLASSIFIERS, linear_probe
 
     model = _load(args)
     if args.split:
@@ -69,19 +66,11 @@ def _linear(args) -> int:
     else:
         raise _usage("give --train SRC --test SRC, or --split TRAIN TEST (repeatable)")
     classifiers = CLASSIFIERS if args.classifier == "both" else (args.classifier,)
-    kw = dict(modality=args.modality, batch_size=args.batch_size, device=args.device, num_workers=args.workers,
-              progress=not args.json)
-    accs: dict[str, list[float]] = {c: [] for c in classifiers}
-    info = {}
-    for train, test in splits:
-        tx, ty, classes = frozen_features(model, train, num_windows=1, **kw)
-        ex, ey, _ = frozen_features(model, test, num_windows=args.windows, classes=classes, **kw)
-        for c in classifiers:
-            res = classify_features(tx, ty, ex, ey, classifier=c, num_classes=len(classes) if classes else None,
-                                    seed=args.seed)
-            accs[c].append(res["accuracy"])
-            info = res
-    results = {c: {"accuracy": sum(a) / len(a), "split_accuracies": a} for c, a in accs.items()}
+    probes = linear_probe(model, None, None, splits=splits, modality=args.modality, classifier=list(classifiers),
+                          num_windows=args.windows, device=args.device, batch_size=args.batch_size,
+                          num_workers=args.workers, seed=args.seed, progress=None if args.json else Bars())
+    info = next(iter(probes.values()))
+    results = {c: {"accuracy": r["accuracy"], "split_accuracies": r["split_accuracies"]} for c, r in probes.items()}
     results["chance"], results["num_classes"] = info["chance"], info["num_classes"]
     if args.json:
         _dump(results)
@@ -114,7 +103,8 @@ def _finetune(args) -> int:
     cfg = load_finetune_config(args.config or args.task or "video", overrides)
     cfg.command = shlex.join(["vatt", "finetune", *sys.argv[2:]]) if len(sys.argv) > 1 and sys.argv[1] == "finetune" else ""
     model = _load(args)
-    result = finetune(model, args.train, args.val, args.out, config=cfg, device=args.device, progress=not args.json)
+    result = finetune(model, args.train, args.val, args.out, config=cfg, device=args.device,
+                      progress=None if args.json else Bars())
     if args.json:
         _dump(result)
         return 0
@@ -133,7 +123,7 @@ def _embed(args) -> int:
 
     model = _load(args)
     tensors, meta = embed_source(model, args.src, num_windows=args.windows, batch_size=args.batch_size,
-                                 device=args.device, num_workers=args.workers, progress=True)
+                                 device=args.device, num_workers=args.workers, progress=Bars())
     meta["model"] = str(Path(args.model).resolve())
     save_embeddings(args.out, tensors, meta)
     print(f"{len(meta['items'])} {meta['modality']} items -> {args.out}")
@@ -154,29 +144,11 @@ def _search(args) -> int:
 
 # -- vatt visualize ------------------------------------------------------------------------------
 def _visualize(args) -> int:
-    import torch
+    from ..tools.visualize import visualize_source
 
-    from ..eval.embed import eval_dataset, make_eval_loader
-    from ..eval.retrieval import centre_caption
-    from ..model import load_model
-    from ..tools.visualize import feature_figure
-
-    models = {}
-    for path in args.model:
-        m = load_model(path, device=args.device)
-        kind = "modality-agnostic" if m.config.modality_agnostic else "modality-specific"
-        models[f"{m.config.name} ({kind})" if len(args.model) > 1 else kind] = m
-    first = next(iter(models.values()))
-    dataset = eval_dataset(first, args.data, num_windows=1)
-    videos, texts = [], []
-    for batch in make_eval_loader(dataset, 8, args.workers):
-        videos.append(batch["video"][:, 0])
-        texts.append(torch.stack([ids[centre_caption(ids)] for ids in batch["text"]]))
-        if sum(len(v) for v in videos) >= args.max_items:
-            break
-    video, text = torch.cat(videos)[: args.max_items], torch.cat(texts)[: args.max_items]
-    path = feature_figure(models, video.to(args.device), text.to(args.device), args.out, perplexity=args.perplexity)
-    print(f"t-SNE of {len(video)} clips and captions, {len(models)} model(s) -> {path}")
+    path, n = visualize_source(args.model, args.data, args.out, max_items=args.max_items, perplexity=args.perplexity,
+                               device=args.device, num_workers=args.workers, progress=Bars())
+    print(f"t-SNE of {n} clips and captions, {len(args.model)} model(s) -> {path}")
     return 0
 
 

@@ -1,4 +1,4 @@
-"""``vatt model-info``: parameter counts and forward GFLOPs of a preset (see vatt.tools.flops)."""
+"""``vatt model-info``: parameter counts and forward GFLOPs of a preset (see vatt.model.flops)."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def register(sub) -> None:
 def model_info_cmd(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from ..tools.flops import DROP_RATES, model_info
+    from ..model.flops import DROP_RATES, model_info
 
     cfg = get_config(args.preset, dict(parse_override(o) for o in args.overrides))
     quiet = args.json or args.markdown

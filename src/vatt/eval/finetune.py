@@ -33,6 +33,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from ..config_engine import ConfigBase, check_choice, check_number
+from ..progress import Progress, advance, start as start_phase, track
+from ..schedule import lr_at
 from ..errors import CheckpointError, ConfigError, InputError, nearest
 from .embed import make_eval_loader
 from .metrics import multilabel_metrics, topk_accuracy
@@ -150,7 +152,7 @@ def _agg_width(model: nn.Module, modality: str) -> int:
 # -- multi-view evaluation -----------------------------------------------------------------------
 @torch.no_grad()
 def predict_views(classifier: nn.Module, dataset: Dataset, *, batch_size: int = 4, device="cpu",
-                  num_workers: int = 0, progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+                  num_workers: int = 0, progress: Progress | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits averaged over every view of each item.
 
     Items carry ``"video"`` ``[V, T, H, W, 3]`` (V = windows x crops, 12 for the paper's test)
@@ -161,13 +163,10 @@ def predict_views(classifier: nn.Module, dataset: Dataset, *, batch_size: int = 
     was_training = classifier.training
     classifier.eval().to(device)
     loader = make_eval_loader(dataset, batch_size, num_workers)
-    if progress:
-        from tqdm import tqdm
-
-        loader = tqdm(loader, desc="testing", unit="batch", leave=False, total=math.ceil(len(dataset) / batch_size))
     logits, labels = [], []
     try:
-        for batch in loader:
+        for batch in track(progress, loader, total=len(dataset), desc="testing", unit="item",
+                           size=lambda b: len(b["label"])):
             x = batch[modality]
             n, views = x.shape[:2]
             out = classifier(x.reshape(n * views, *x.shape[2:]).to(device)).float().cpu()
@@ -188,14 +187,6 @@ def test_metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict:
 
 
 # -- optimisation --------------------------------------------------------------------------------
-def warmup_cosine(step: int, total: int, warmup: int) -> float:
-    """Learning-rate factor: linear 0→1 over ``warmup`` steps, then half-cosine 1→0 at ``total``."""
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
 def inverse_frequency_weights(labels: torch.Tensor) -> torch.Tensor:
     """Per-class weights ``[C]`` ∝ 1 / (number of positives), normalised to mean 1 (multi-hot ``[N, C]``)."""
     counts = labels.float().sum(0).clamp_min(1.0)
@@ -431,7 +422,7 @@ def train_step(classifier: Classifier, optimizer: torch.optim.Optimizer, x: torc
 
 # -- the protocol --------------------------------------------------------------------------------
 def finetune(model, train_source, val_source, out_dir=None, *, config: FinetuneConfig | None = None,
-             device="cpu", progress: bool = False, **overrides) -> dict:
+             device="cpu", progress: Progress | None = None, **overrides) -> dict:
     """Fine-tune ``model`` on a labelled ``train_source`` and test on ``val_source``.
 
     Args:
@@ -467,27 +458,20 @@ def finetune(model, train_source, val_source, out_dir=None, *, config: FinetuneC
     batches = _loop(make_eval_loader(train_set, cfg.batch_size, cfg.num_workers, shuffle=True,
                                      drop_last=len(train_set) > cfg.batch_size, seed=cfg.seed))
     info = {"config": cfg.to_dict(), "classes": classes, "num_classes": num_classes}
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=cfg.steps, initial=start, desc=f"fine-tune {cfg.task}", unit="step")
+    start_phase(progress, cfg.steps, f"fine-tune {cfg.task}", "step")
+    advance(progress, start)
     classifier.train()
     losses = []
     for step in range(start, cfg.steps):
         batch = next(batches)
         x, y = batch[cfg.modality].to(device), torch.as_tensor(batch["label"]).to(device)
         for group in optimizer.param_groups:
-            group["lr"] = cfg.lr * warmup_cosine(step, cfg.steps, cfg.effective_warmup)
+            group["lr"] = lr_at(step, peak=cfg.lr, final=0.0, warmup_steps=cfg.effective_warmup, total_steps=cfg.steps)
         loss = train_step(classifier, optimizer, x, y, cfg, pos_weight=pos_weight, generator=gen)
         losses.append(loss.item())
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{losses[-1]:.4f}")
+        advance(progress, 1, loss=f"{losses[-1]:.4f}")
         if out_dir is not None and ((step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps):
             save_checkpoint(out_dir, classifier, optimizer, step + 1, info)
-    if bar is not None:
-        bar.close()
     test_set = build_test_dataset(model, val_source, cfg, classes)
     logits, labels = predict_views(classifier, test_set, device=device, num_workers=cfg.num_workers,
                                    progress=progress)

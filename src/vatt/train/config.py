@@ -23,7 +23,7 @@ from ..data.config import AugmentConfig
 from ..errors import ConfigError, nearest
 from ..objective import ObjectiveConfig
 
-PRECISIONS = ("fp32", "bf16", "fp16")
+from .perf import PRECISIONS
 
 
 @dataclass

@@ -19,7 +19,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from ..config import ModelConfig, get_config
-from ..model.vatt import VATT
+from .vatt import VATT
 
 DROP_RATES = (0.0, 0.25, 0.5, 0.75)
 
