@@ -178,7 +178,7 @@ def test_finetuning_from_scratch_beats_chance_on_held_out_clips(synth_corpus, tm
     own label (shape) stays at chance from scratch in any CPU budget we measured (see
     docs/EVALUATION.md); colour is learnable from scratch."""
     from vatt.data.config import DataConfig
-    from vatt.data.sources import build_eval_dataset
+    from vatt.data.datasets import build_eval_dataset
 
     train_csv, test_csv = _colour_manifests(synth_corpus, tmp_path / "colour")
     torch.manual_seed(0)

@@ -210,7 +210,7 @@ def run_demo(out: str | os.PathLike, *, minutes: float = 10.0, preset: str = "ti
     """
     from . import create_model, load_model
     from .data import DataConfig, build_dataset, build_eval_dataset, make_corpus
-    from .data.sources import caption_texts
+    from .data.vocab import caption_texts
     from .text import WordTokenizer
     from .train.loop import pretrain, resolve_device
 

@@ -37,7 +37,7 @@ def eval_dataset(model, source, *, num_windows: int = 4, num_crops: int = 1, cla
     if isinstance(source, Dataset):
         return source
     from ..data.config import DataConfig
-    from ..data.sources import build_eval_dataset
+    from ..data.datasets import build_eval_dataset
 
     cfg = DataConfig.from_model_config(model.config)
     return build_eval_dataset(source, cfg, model.tokenizer, num_windows=num_windows, num_crops=num_crops,
@@ -219,7 +219,7 @@ def embed_source(model, source, *, num_windows: int = 4, batch_size: int = 8, de
     if Path(src).is_file() and Path(src).suffix.lower() in TEXT_SUFFIXES:
         sentences = read_sentences(src)
         return embed_texts(model, sentences, device=device), {"modality": "text", "items": sentences}
-    from ..data.sources import detect_kind
+    from ..data.index import detect_kind
 
     kind, _ = detect_kind(src)
     modality = "audio" if kind == "audio" else "video"

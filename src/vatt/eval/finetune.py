@@ -277,7 +277,7 @@ def build_train_dataset(model, source, cfg: FinetuneConfig, classes=None) -> Dat
     if cfg.task == "image":
         return ImageFolder(source, _data_config(model, cfg), _image_depth(model),
                            train=True, seed=cfg.seed)
-    from ..data.sources import build_dataset
+    from ..data.datasets import build_dataset
 
     return build_dataset(source, _data_config(model, cfg), model.tokenizer, train=True, seed=cfg.seed, classes=classes)
 
@@ -289,7 +289,7 @@ def build_test_dataset(model, source, cfg: FinetuneConfig, classes=None) -> Data
     if cfg.task == "image":
         return ImageFolder(source, _data_config(model, cfg), _image_depth(model),
                            train=False, num_crops=cfg.test_crops, classes=classes)
-    from ..data.sources import build_eval_dataset
+    from ..data.datasets import build_eval_dataset
 
     crops = cfg.test_crops if cfg.task == "video" else 1
     return build_eval_dataset(source, _data_config(model, cfg), model.tokenizer, num_windows=cfg.test_windows,

@@ -211,7 +211,7 @@ class Trainer:
             return WordTokenizer.load(self.cfg.vocab)
         saved = self.run_dir / "vocab.json"
         if not saved.is_file():
-            from ..data.sources import caption_texts
+            from ..data.vocab import caption_texts
 
             if self.rank == 0:
                 if isinstance(self.sources, Dataset):
