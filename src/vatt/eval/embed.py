@@ -240,16 +240,13 @@ def save_embeddings(path, tensors: dict[str, torch.Tensor], meta: dict) -> Path:
     The header's ``"vatt"`` entry holds ``{"format": "vatt-embeddings", "modality", "items",
     "model", ...}`` so one file is self-describing (``safetensors`` readers show it as metadata).
     """
-    from safetensors.torch import save
-
-    from ..atomic_io import atomic_write_bytes
+    from ..atomic_io import atomic_write_safetensors
 
     n = {v.shape[0] for v in tensors.values()}
     if len(n) != 1 or n.pop() != len(meta.get("items", [])):
         raise InputError("every tensor needs one row per item in meta['items']")
     header = {"vatt": json.dumps({"format": EMBEDDINGS_FORMAT, **meta}, ensure_ascii=False)}
-    data = save({k: v.detach().float().cpu().contiguous() for k, v in tensors.items()}, metadata=header)
-    atomic_write_bytes(path, data)
+    atomic_write_safetensors(path, {k: v.float() for k, v in tensors.items()}, metadata=header)
     return Path(path)
 
 

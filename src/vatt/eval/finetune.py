@@ -33,6 +33,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from ..config_engine import ConfigBase, check_choice, check_number
+from ..atomic_io import atomic_write_json, atomic_write_safetensors
+from ..state_io import load_state, save_state
 from ..progress import Progress, advance, start as start_phase, track
 from ..schedule import lr_at
 from ..errors import CheckpointError, ConfigError, InputError, nearest
@@ -179,7 +181,7 @@ def predict_views(classifier: nn.Module, dataset: Dataset, *, batch_size: int = 
     return torch.cat(logits), torch.cat(labels)
 
 
-def test_metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict:
+def classification_metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict:
     """top-1/top-5 for single-label ``labels [N]``; mAP/AUC/d′ for multi-hot ``labels [N, C]``."""
     if labels.dim() == 2:
         return multilabel_metrics(torch.sigmoid(logits), labels)
@@ -301,13 +303,7 @@ def _image_depth(model) -> int:
 
 
 # -- checkpoints ---------------------------------------------------------------------------------
-def _save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict | None = None) -> None:
-    from safetensors.torch import save_file
-
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file({k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}, str(tmp),
-              metadata={k: json.dumps(v) for k, v in (metadata or {}).items()})
-    os.replace(tmp, path)
+FORMAT = "vatt-finetune-2"  # 2: optimizer state through vatt.state_io (optimizer.safetensors + .json)
 
 
 def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
@@ -320,18 +316,6 @@ def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path} is not a readable safetensors file: {e}") from None
 
 
-def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
-    state = optimizer.state_dict()
-    tensors, scalars = {}, {}
-    for idx, st in state["state"].items():
-        for name, value in st.items():
-            if isinstance(value, torch.Tensor):
-                tensors[f"{idx}.{name}"] = value
-            else:
-                scalars[f"{idx}.{name}"] = value
-    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
-
-
 def save_checkpoint(out_dir, classifier: Classifier, optimizer: torch.optim.Optimizer, step: int, info: dict) -> Path:
     """Write ``out_dir/checkpoint/`` as a whole: files go to a fresh folder, then it is swapped in."""
     out_dir = Path(out_dir)
@@ -340,12 +324,9 @@ def save_checkpoint(out_dir, classifier: Classifier, optimizer: torch.optim.Opti
 
     shutil.rmtree(new, ignore_errors=True)
     new.mkdir(parents=True)
-    _save_tensors(new / "model.safetensors", classifier.state_dict())
-    opt_tensors, opt_json = _optimizer_tensors(optimizer)
-    _save_tensors(new / "optimizer.safetensors", opt_tensors)
-    from ..atomic_io import atomic_write_json
-
-    atomic_write_json(new / "state.json", {"format": "vatt-finetune", "step": step, "optimizer": opt_json, **info})
+    atomic_write_safetensors(new / "model.safetensors", classifier.state_dict())
+    save_state(new, "optimizer", optimizer.state_dict())  # optimizer.safetensors + optimizer.json
+    atomic_write_json(new / "state.json", {"format": FORMAT, "step": step, **info})
     shutil.rmtree(old, ignore_errors=True)
     if final.exists():
         os.replace(final, old)
@@ -364,7 +345,7 @@ def load_checkpoint(ckpt_dir, classifier: Classifier, optimizer: torch.optim.Opt
         state = json.loads(state_path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise CheckpointError(f"{state_path} is corrupt: {e}") from None
-    if state.get("format") != "vatt-finetune":
+    if state.get("format") != FORMAT:
         raise CheckpointError(f"{state_path} is not a vatt fine-tuning state (format {state.get('format')!r})")
     weights = _load_tensors(ckpt_dir / "model.safetensors")
     try:
@@ -374,17 +355,9 @@ def load_checkpoint(ckpt_dir, classifier: Classifier, optimizer: torch.optim.Opt
     if missing or unexpected:
         raise CheckpointError(f"{ckpt_dir} does not match this classifier: missing {missing[:5]}, unexpected {unexpected[:5]}")
     if optimizer is not None:
-        tensors = _load_tensors(ckpt_dir / "optimizer.safetensors")
-        per_param: dict[int, dict] = {}
-        for key, value in tensors.items():
-            idx, name = key.split(".", 1)
-            per_param.setdefault(int(idx), {})[name] = value
-        for key, value in state["optimizer"]["scalars"].items():
-            idx, name = key.split(".", 1)
-            per_param.setdefault(int(idx), {})[name] = value
         try:
-            optimizer.load_state_dict({"state": per_param, "param_groups": state["optimizer"]["param_groups"]})
-        except (ValueError, KeyError) as e:
+            optimizer.load_state_dict(load_state(ckpt_dir, "optimizer"))
+        except (ValueError, KeyError, TypeError) as e:
             raise CheckpointError(f"{ckpt_dir}: the optimizer state does not fit this classifier ({e})") from None
     return state
 
@@ -475,13 +448,11 @@ def finetune(model, train_source, val_source, out_dir=None, *, config: FinetuneC
     test_set = build_test_dataset(model, val_source, cfg, classes)
     logits, labels = predict_views(classifier, test_set, device=device, num_workers=cfg.num_workers,
                                    progress=progress)
-    metrics = test_metrics(logits, labels)
+    metrics = classification_metrics(logits, labels)
     result = {"task": cfg.task, "steps": cfg.steps, "num_classes": num_classes, "num_test": len(labels),
               "chance": 1.0 / num_classes, "train_loss": sum(losses[-20:]) / max(1, len(losses[-20:])), **metrics}
     log.info("fine-tuning %s: %s", cfg.task, result)
     if out_dir is not None:
-        from ..atomic_io import atomic_write_json
-
         atomic_write_json(Path(out_dir) / "results.json", result)
     return result
 
