@@ -101,7 +101,7 @@ def _finetune(args) -> int:
     if args.config is not None and args.task is not None:
         overrides["task"] = args.task
     cfg = load_finetune_config(args.config or args.task or "video", overrides)
-    cfg.command = shlex.join(["vatt", "finetune", *sys.argv[2:]]) if len(sys.argv) > 1 and sys.argv[1] == "finetune" else ""
+    cfg.command = shlex.join(["vatt", *map(str, args.argv)])
     model = _load(args)
     result = finetune(model, args.train, args.val, args.out, config=cfg, device=args.device,
                       progress=None if args.json else Bars())
