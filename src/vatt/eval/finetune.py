@@ -225,6 +225,11 @@ class ImageFolder(Dataset):
     Each image becomes ``[depth, crop, crop, 3]`` in [-1, 1] (``depth`` = the video voxel's
     temporal size, so it is one temporal token). Training: the video augmentation of
     :mod:`vatt.data.transforms`; test: ``num_crops`` views stacked as ``[V, depth, crop, crop, 3]``.
+
+    Not torchvision's ``ImageFolder``: torchvision's wheels are built against one torch release
+    each (the one matching the pinned CPU torch here does not import: "operator torchvision::nms
+    does not exist"), and the package must not pin users' torch; this class is 40 lines. The same
+    holds for crop parameters (``RandomResizedCrop.get_params``) in :mod:`vatt.data.transforms`.
     """
 
     def __init__(self, root, data_cfg, depth: int, *, train: bool, num_crops: int = 1, classes=None, seed: int = 0):
