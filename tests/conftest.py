@@ -29,7 +29,7 @@ def synth_corpus(tmp_path_factory):
 @pytest.fixture(scope="session")
 def synth_tokenizer(synth_corpus):
     """WordTokenizer built from the synth corpus' pretraining captions (as `vatt vocab build` does)."""
-    from vatt.data.sources import caption_texts
+    from vatt.data import caption_texts
     from vatt.text import WordTokenizer
 
     return WordTokenizer.build(caption_texts(str(synth_corpus / "pretrain")))

@@ -19,16 +19,20 @@ from vatt.eval.finetune import (
     load_checkpoint,
     make_optimizer,
     mixup,
-    warmup_cosine,
 )
 
 
 def test_warmup_cosine_schedule():
-    assert warmup_cosine(0, 100, 10) == pytest.approx(0.1)
-    assert warmup_cosine(9, 100, 10) == pytest.approx(1.0)
-    assert warmup_cosine(10, 100, 10) == pytest.approx(1.0)
-    assert warmup_cosine(55, 100, 10) == pytest.approx(0.5)
-    assert warmup_cosine(100, 100, 10) == pytest.approx(0.0, abs=1e-12)
+    from vatt.schedule import lr_at
+
+    def factor(step):  # fine-tuning: the one schedule, cosine to 0
+        return lr_at(step, peak=1.0, final=0.0, warmup_steps=10, total_steps=100)
+
+    assert factor(0) == pytest.approx(0.1)
+    assert factor(9) == pytest.approx(1.0)
+    assert factor(10) == pytest.approx(1.0)
+    assert factor(55) == pytest.approx(0.5)
+    assert factor(100) == pytest.approx(0.0, abs=1e-12)
 
 
 def test_heads_start_as_the_official_ones():
@@ -183,7 +187,7 @@ def test_finetuning_from_scratch_beats_chance_on_held_out_clips(synth_corpus, tm
     own label (shape) stays at chance from scratch in any CPU budget we measured (see
     docs/EVALUATION.md); colour is learnable from scratch."""
     from vatt.data.config import DataConfig
-    from vatt.data.sources import build_eval_dataset
+    from vatt.data.datasets import build_eval_dataset
 
     train_csv, test_csv = _colour_manifests(synth_corpus, tmp_path / "colour")
     torch.manual_seed(0)

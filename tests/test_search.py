@@ -9,7 +9,7 @@ import torch
 import vatt
 from vatt.cli.main import main
 from vatt.data.config import DataConfig
-from vatt.data.sources import build_dataset
+from vatt.data.datasets import build_dataset
 from vatt.errors import CheckpointError, InputError
 from vatt.eval.embed import embed_source, load_embeddings, save_embeddings
 from vatt.eval.retrieval import centre_caption
