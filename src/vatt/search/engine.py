@@ -105,8 +105,7 @@ def merge_windows(rows: list[int], scores: list[float], file: np.ndarray, start:
                   k: int, margin: float = MERGE_MARGIN, exclude: set[int] | None = None) -> list[Hit]:
     """Group scored windows into at most ``k`` moments (non-maximum suppression along time).
 
-    Windows are visited best first. A window that overlaps or touches a hit of the same file
-    joins it when its score is within ``margin`` of that hit's best score (the hit's time range
+    Windows are visited best first. A window that overlaps a hit of the same file joins it when its score is within ``margin`` of that hit's best score (the hit's time range
     grows); otherwise it is dropped (a weaker view of a moment already found). Any other window
     starts a new hit. ``margin=None`` keeps every window as its own hit. Windows in ``exclude``
     (e.g. the query window of "more like this") are skipped, and so is every hit containing them.
@@ -119,7 +118,7 @@ def merge_windows(rows: list[int], scores: list[float], file: np.ndarray, start:
             if r not in exclude:
                 hits.append(Hit(f, a, b, s, r, [r]))
             continue
-        near = [h for h in hits if h.file == f and a <= h.end + 1e-6 and b >= h.start - 1e-6]
+        near = [h for h in hits if h.file == f and a < h.end - 1e-6 and b > h.start + 1e-6]
         if not near:
             hits.append(Hit(f, a, b, s, r, [r]))
             continue
