@@ -105,25 +105,26 @@ def test_top_k_equals_brute_force_with_ties():
 
 
 def test_neighbouring_windows_merge_into_one_moment():
-    # file 0: windows 0..5 every 0.4 s (0.8 s long); file 1: windows 6..7
-    file = np.array([0, 0, 0, 0, 0, 0, 1, 1])
-    start = np.array([0.0, 0.4, 0.8, 1.2, 1.6, 2.0, 0.0, 0.4], np.float32)
+    # file 0: windows 0..5 every 0.4 s (0.8 s long) and 8 at 4.0 s; file 1: windows 6..7
+    file = np.array([0, 0, 0, 0, 0, 0, 1, 1, 0])
+    start = np.array([0.0, 0.4, 0.8, 1.2, 1.6, 2.0, 0.0, 0.4, 4.0], np.float32)
     end = start + 0.8
-    scores = {2: 0.90, 3: 0.88, 1: 0.70, 6: 0.80, 5: 0.60, 4: 0.50, 0: 0.1, 7: 0.79}
+    scores = {2: 0.90, 3: 0.88, 6: 0.80, 7: 0.79, 1: 0.70, 5: 0.60, 4: 0.50, 8: 0.3, 0: 0.1}
     rows = sorted(scores, key=lambda r: -scores[r])
-    hits = merge_windows(rows, [scores[r] for r in rows], file, start, end, k=10, margin=0.05)
-    # 2 and 3 merge (0.88 within 0.05 of 0.90); 1 overlaps them but is 0.2 lower: suppressed;
-    # 6 and 7 merge in file 1; 5 (2.0-2.8) only touches 2-3 (0.8-2.0): a moment of its own;
-    # 4 (1.6-2.4) overlaps both, far below them: suppressed; 0 (0.0-0.8) overlaps nothing kept
-    assert [(h.file, h.start, h.end, h.best, h.rows) for h in hits] == [
-        (0, pytest.approx(0.8), pytest.approx(2.0), 2, [2, 3]), (1, 0.0, pytest.approx(1.2), 6, [6, 7]),
-        (0, pytest.approx(2.0), pytest.approx(2.8), 5, [5]), (0, 0.0, pytest.approx(0.8), 0, [0])]
-    assert merge_windows(rows, [scores[r] for r in rows], file, start, end, k=2)[1].file == 1  # k caps the hits
-    singles = merge_windows(rows, [scores[r] for r in rows], file, start, end, k=3, margin=None)
+    s = [scores[r] for r in rows]
+    hits = merge_windows(rows, s, file, start, end, k=10, margin=0.05)
+    # 2 and 3 merge (0.88 is within 0.05 of 0.90), so do 6 and 7 in file 1; 1, 4 (overlapping),
+    # 5 and 0 (touching) are far below the hit beside them: suppressed; 8 is apart: its own moment
+    assert [(h.file, h.start, h.end, h.best, h.rows, h.score) for h in hits] == [
+        (0, pytest.approx(0.8), pytest.approx(2.0), 2, [2, 3], 0.90), (1, 0.0, pytest.approx(1.2), 6, [6, 7], 0.80),
+        (0, 4.0, pytest.approx(4.8), 8, [8], 0.3)]
+    assert [h.best for h in merge_windows(rows, s, file, start, end, k=2, margin=0.05)] == [2, 6]  # k caps
+    wide = merge_windows(rows, s, file, start, end, k=10, margin=0.25)  # 1 joins too (0.70 >= 0.90 - 0.25)
+    assert [(h.start, h.end, h.rows) for h in wide][0] == (pytest.approx(0.4), pytest.approx(2.0), [1, 2, 3])
+    singles = merge_windows(rows, s, file, start, end, k=3, margin=None)
     assert [h.best for h in singles] == [2, 3, 6]
-    # "more like this": the hit holding the query window is left out
-    assert 2 not in {r for h in merge_windows(rows, [scores[r] for r in rows], file, start, end, 10, exclude={3})
-                     for r in h.rows}
+    # "more like this": the moment holding the query window is left out
+    assert [h.best for h in merge_windows(rows, s, file, start, end, 10, 0.05, exclude={3})] == [6, 8]
 
 
 # -- the index -------------------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from ..eval.embed import l2_normalize
 log = logging.getLogger(__name__)
 
 FAISS_MIN_ITEMS = 100_000  # below this a matrix product is as fast and needs nothing extra
-MERGE_MARGIN = 0.05  # a neighbouring window joins a hit when its score is within this of the hit's best
+MERGE_MARGIN = 0.1  # a neighbouring window joins a hit when its cosine is within this of the hit's best
 MAX_K = 1000
 
 
@@ -118,7 +118,7 @@ def merge_windows(rows: list[int], scores: list[float], file: np.ndarray, start:
             if r not in exclude:
                 hits.append(Hit(f, a, b, s, r, [r]))
             continue
-        near = [h for h in hits if h.file == f and a < h.end - 1e-6 and b > h.start + 1e-6]
+        near = [h for h in hits if h.file == f and a <= h.end + 1e-3 and b >= h.start - 1e-3]
         if not near:
             hits.append(Hit(f, a, b, s, r, [r]))
             continue

@@ -35,6 +35,7 @@ function card(r, rank) {
   el.dataset.path = r.path;
   el.dataset.start = r.start;
   el.dataset.end = r.end;
+  el.dataset.media = r.media;
   el.tabIndex = 0;
 
   const thumb = document.createElement("div");
