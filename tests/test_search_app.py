@@ -101,6 +101,7 @@ def test_top_k_equals_brute_force_with_ties():
         assert idx[i].tolist() == ref
         torch.testing.assert_close(scores[i], sim[i, ref])
     assert idx[0, :3].tolist() == [10, 60, 150]
+    assert top_k(m, q[:1], 2)[1].tolist() == [[10, 60]]  # a tie at the k-th place: the lower index
     assert top_k(m, q[:1], 1000)[1].shape == (1, 200)
 
 
