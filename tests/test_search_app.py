@@ -348,3 +348,31 @@ def test_audio_upload_and_more_like_this_answer_with_moments(served_random, synt
     status, res = served.json("/api/similar?window=0&k=5&merge=0")
     assert status == 200 and 0 not in [r["window"] for r in res["results"]]  # not the query itself
     assert [r["score"] for r in res["results"]] == sorted((r["score"] for r in res["results"]), reverse=True)
+
+
+def test_shard_members_are_indexed_and_served_by_byte_range(synth_corpus, random_model_dir, tmp_path):
+    import tarfile
+
+    from vatt.data.shards import prepare_shards
+
+    folder = _folder(tmp_path, synth_corpus, n=2)
+    prepare_shards(str(folder), tmp_path / "shards", clip_seconds=10.0, max_count=1)  # one clip per shard
+    (tmp_path / "shards" / "shard-99999.tar").write_bytes(b"not a tar")  # an unreadable shard: counted
+    out = tmp_path / "index"
+    stats = build_index(tmp_path / "shards", vatt.load_model(random_model_dir), out)
+    assert (stats["files"], stats["reasons"]) == (2, {"bad_shard": 1})
+    index = WindowIndex(out)
+    served = Served(SearchEngine(index, vatt.load_model(random_model_dir)))
+    try:
+        for f in index.files:
+            assert f["rel"].startswith("shard-") and "#" in f["rel"]
+            with tarfile.open(f["file"]) as tar:
+                member = tar.extractfile(f["path"].split("#", 1)[1]).read()
+            status, headers, body = served.get(f"/media/{f['id']}")
+            assert status == 200 and body == member and headers["Content-Type"] == "video/mp4"
+            status, _, body = served.get(f"/media/{f['id']}", headers={"Range": "bytes=10-19"})
+            assert status == 206 and body == member[10:20]
+        status, res = served.json("/api/search?q=a+ball&k=5")
+        assert status == 200 and {r["path"] for r in res["results"]} <= {f["rel"] for f in index.files}
+    finally:
+        served.close()

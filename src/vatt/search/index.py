@@ -10,6 +10,9 @@ On disk an index is a folder::
                                [N] seconds, file [N] (file number), thumb_offsets [N + 1] and
                                thumbs [M] (the JPEG bytes of all thumbnails, concatenated)
 
+Sources: a folder of videos, a CSV/JSON manifest, or uncompressed tar shards (``vatt data
+prepare``), whose media members are read, and later served, by byte offset in the tar.
+
 ``index.json`` names the windows file it belongs to, so a reader never sees a half-updated pair:
 a new windows file is written first, then the JSON is replaced, then old windows files go.
 Re-running on the same source is incremental: files whose path, size and mtime are unchanged keep
@@ -128,15 +131,51 @@ def _inside(path: str, roots: list[str]) -> bool:
     return any(real == r or real.startswith(r.rstrip(os.sep) + os.sep) for r in roots)
 
 
-def list_media(source: str, extra_roots: list[str] | None = None) -> tuple[list[str], list[str]]:
-    """``(media paths, roots)`` of a folder or manifest source. Roots (real paths) bound what
-    ``vatt serve`` may read: the folder, or the manifest's folder, plus ``extra_roots``."""
+SHARD_SEP = "#"  # "shard.tar#member.mp4": a media member of a shard
+
+
+@dataclass(frozen=True)
+class MediaItem:
+    """One indexed media file: a plain file, or a member of an uncompressed tar shard
+    (``offset``/``length`` bytes into ``file``; ``key`` is ``file#member``)."""
+
+    key: str
+    file: str
+    offset: int | None = None
+    length: int | None = None
+
+
+def _shard_members(tar_path: str) -> list[MediaItem]:
+    import tarfile
+
+    from ..data.sources import MEDIA_SUFFIXES
+
+    with tarfile.open(tar_path, "r:") as tar:  # uncompressed only: members are served by byte offset
+        return [MediaItem(f"{tar_path}{SHARD_SEP}{m.name}", tar_path, m.offset_data, m.size) for m in tar
+                if m.isfile() and os.path.splitext(m.name)[1].lower() in MEDIA_SUFFIXES]
+
+
+def list_media(source: str, extra_roots: list[str] | None = None) -> tuple[list[MediaItem], list[str], list[dict]]:
+    """``(media items, roots, unreadable shards)`` of a folder, manifest or shard set. Roots (real
+    paths) bound what ``vatt serve`` may read: the folder, the manifest's folder or the shards'
+    folder, plus ``extra_roots``."""
+    from ..data.shards import list_shards
     from ..data.sources import AUDIO_SUFFIXES, VIDEO_SUFFIXES, _manifest_rows, detect_kind
 
     kind, path = detect_kind(str(source))
+    bad_shards = []
     if kind == "shards":
-        raise InputError(f"{source} is a shard set; vatt index reads videos a browser can play: point it at the "
-                         "folder or manifest the shards were made from")
+        shards = [os.path.abspath(x) for x in list_shards(path)]
+        items = []
+        for shard in shards:
+            try:
+                items.extend(_shard_members(shard))
+            except (OSError, EOFError, Exception) as e:  # noqa: BLE001 - tarfile raises several kinds
+                log.warning("%s: cannot read the shard (%s: %s)", shard, type(e).__name__, e)
+                bad_shards.append(shard)
+        root = Path(path) if Path(path).is_dir() else Path(shards[0]).parent
+        roots = [os.path.realpath(root)] + [os.path.realpath(r) for r in extra_roots or []]
+        return sorted(items, key=lambda m: m.key), roots, bad_shards
     p = Path(path).absolute()
     if kind == "manifest":
         rows = _manifest_rows(p)
@@ -151,7 +190,8 @@ def list_media(source: str, extra_roots: list[str] | None = None) -> tuple[list[
                  if f.suffix.lower() in VIDEO_SUFFIXES + AUDIO_SUFFIXES and not f.name.startswith(".")
                  and (f.is_file() or f.is_symlink())]
     roots = [os.path.realpath(root)] + [os.path.realpath(r) for r in extra_roots or []]
-    return sorted(dict.fromkeys(os.path.abspath(x) for x in paths)), roots
+    items = [MediaItem(x, x) for x in sorted(dict.fromkeys(os.path.abspath(x) for x in paths))]
+    return items, roots, bad_shards
 
 
 def window_starts(duration: float, window: float, hop: float) -> list[float]:
@@ -223,13 +263,19 @@ class _Embedder:
         return [float(x) for x in np.linspace(start, start + self.window - clip, self.num_sub)]
 
     @torch.no_grad()
-    def file(self, path: str) -> tuple[FileWindows, dict]:
+    def file(self, item: MediaItem) -> tuple[FileWindows, dict]:
         """Embed every window of one file; raises MediaError when it cannot be used."""
         from ..data import transforms
         from ..data.decode import MediaError, MediaReader
 
         cfg = self.cfg
-        with MediaReader(path) as reader:
+        path = item.key
+        source: str | bytes = item.file
+        if item.offset is not None:
+            with open(item.file, "rb") as f:
+                f.seek(item.offset)
+                source = f.read(item.length)
+        with MediaReader(source, name=path) as reader:
             info = reader.info
             if not info.has_video:
                 raise MediaError(path, "no_video_track")
@@ -274,7 +320,7 @@ class _Embedder:
 
 
 def _stat(path: str) -> tuple[int, int]:
-    st = os.stat(path)
+    st = os.stat(path)  # follows symlinks: a file replaced behind a link counts as changed
     return int(st.st_size), int(st.st_mtime_ns)
 
 
@@ -282,13 +328,14 @@ def _file_id(path: str) -> str:
     return hashlib.sha1(path.encode("utf-8", "surrogateescape")).hexdigest()[:16]
 
 
-def _rel(path: str, roots: list[str]) -> str:
-    """The path shown to people: relative to the root holding it."""
-    real = os.path.realpath(path)
+def _rel(item: MediaItem, roots: list[str]) -> str:
+    """The path shown to people: relative to the root holding it (``shard.tar#member`` for shards)."""
+    real = os.path.realpath(item.file)
+    member = item.key[len(item.file):] if item.offset is not None else ""
     for r in roots:
         if real.startswith(r.rstrip(os.sep) + os.sep):
-            return os.path.relpath(real, r)
-    return os.path.basename(path)
+            return os.path.relpath(real, r) + member
+    return os.path.basename(item.file) + member
 
 
 def build_index(source, model, out, *, model_path: str | None = None, window: float | None = None,
@@ -316,7 +363,7 @@ def build_index(source, model, out, *, model_path: str | None = None, window: fl
     if batch_size < 1:
         raise InputError(f"batch size must be at least 1, got {batch_size}")
     out = Path(out)
-    paths, root_list = list_media(str(source), roots)
+    items, root_list, bad_shards = list_media(str(source), roots)
     model.eval().to(device)
     fingerprint = model_fingerprint(model)
     settings = {"model_fingerprint": fingerprint, "window": window, "hop": hop}
@@ -337,15 +384,21 @@ def build_index(source, model, out, *, model_path: str | None = None, window: fl
     embedder = _Embedder(model, window, hop, batch_size, device)
     files, bad, parts = [], [], []
     stats = {"embedded": 0, "reused": 0, "bad": 0, "reasons": {}}
-    for done, path in enumerate(paths, 1):
+    for shard in bad_shards:
+        size, mtime = _stat(shard)
+        bad.append({"path": shard, "size": size, "mtime_ns": mtime, "reason": "bad_shard"})
+        stats["bad"] += 1
+        stats["reasons"]["bad_shard"] = stats["reasons"].get("bad_shard", 0) + 1
+    for done, item in enumerate(items, 1):
+        path = item.key
         try:
-            size, mtime = _stat(path)
+            size, mtime = _stat(item.file)  # a shard member changes with its shard
         except OSError:
             size, mtime = -1, -1
         reason = None
         if size < 0:
             reason = "missing_file"
-        elif not _inside(path, root_list):
+        elif not _inside(item.file, root_list):
             reason = "outside_root"
         prev = old_files.get(path)
         if reason is None and prev and (prev[1]["size"], prev[1]["mtime_ns"]) == (size, mtime):
@@ -360,10 +413,13 @@ def build_index(source, model, out, *, model_path: str | None = None, window: fl
             reason = old_bad[path]["reason"]  # unchanged bad file: not decoded again
         elif reason is None:
             try:
-                fw, info = embedder.file(path)
+                fw, info = embedder.file(item)
                 parts.append(fw)
-                files.append({"id": _file_id(path), "path": path, "rel": _rel(path, root_list), "size": size,
-                              "mtime_ns": mtime, **info})
+                entry = {"id": _file_id(path), "path": path, "rel": _rel(item, root_list), "size": size,
+                         "mtime_ns": mtime, **info}
+                if item.offset is not None:
+                    entry.update(file=item.file, offset=item.offset, length=item.length)
+                files.append(entry)
                 stats["embedded"] += 1
             except MediaError as e:
                 reason = e.reason
@@ -375,7 +431,7 @@ def build_index(source, model, out, *, model_path: str | None = None, window: fl
             stats["bad"] += 1
             stats["reasons"][reason] = stats["reasons"].get(reason, 0) + 1
         if progress:
-            progress(done, len(paths), path)
+            progress(done, len(items), path)
 
     row = 0
     for entry, part in zip(files, parts):
@@ -390,7 +446,7 @@ def build_index(source, model, out, *, model_path: str | None = None, window: fl
             "num_windows": row, "files": files, "bad": bad}
     write_index(out, meta, tensors)
     if stats["bad"]:
-        log.warning("%d of %d files could not be indexed: %s", stats["bad"], len(paths), stats["reasons"])
+        log.warning("%d of %d files could not be indexed: %s", stats["bad"], len(items), stats["reasons"])
     return {"files": len(files), "windows": row, "removed": removed, **stats}
 
 

@@ -84,18 +84,23 @@ class SearchApp:
                 "score": round(hit.score, 4), "thumbnail": f"/thumb/{hit.best}.jpg", "file": f["id"],
                 "media": f"/media/{f['id']}", "window": hit.best, "windows": len(hit.rows)}
 
-    def media_path(self, file_id: str) -> str:
+    def media_path(self, file_id: str) -> tuple[str, str, int | None, int | None]:
+        """``(real path, name for the media type, offset, length)`` of an indexed file; a shard
+        member is a byte range of its tar."""
         number = self.index.file_number(file_id)
         if number is None:
             raise HttpError(404, f"unknown file id {file_id}")
-        path = self.index.files[number]["path"]
+        entry = self.index.files[number]
+        path = entry.get("file", entry["path"])
         real = os.path.realpath(path)
         if not any(real.startswith(r.rstrip(os.sep) + os.sep) for r in self.roots):
             log.warning("refused %s: its real path %s is outside the indexed roots", path, real)
             raise HttpError(403, "this file is outside the indexed folders")
         if not os.path.isfile(real):
             raise HttpError(404, "this file is no longer on disk (re-run vatt index)")
-        return real
+        if "offset" in entry:
+            return real, entry["path"], int(entry["offset"]), int(entry["length"])
+        return real, real, None, None
 
     def info(self) -> dict:
         return {"files": len(self.index.files), "windows": self.index.num_windows,
@@ -230,7 +235,7 @@ class Handler(BaseHTTPRequestHandler):
             return
         m = _FILE_ID.match(path)
         if m:
-            return self._media(self.app.media_path(m.group(1)))
+            return self._media(*self.app.media_path(m.group(1)))
         if path.startswith("/media/"):
             raise HttpError(404, "unknown file id (media are addressed by the id a search returns)")
         raise HttpError(404, f"no such page: {path[:80]}")
@@ -258,9 +263,10 @@ class Handler(BaseHTTPRequestHandler):
             hits, ms = timed(self.app.engine.audio, data, k, merge)
         self._json({"results": [self.app.result(h) for h in hits], "took_ms": round(ms, 2)})
 
-    def _media(self, real: str) -> None:
-        size = os.path.getsize(real)
-        ctype = mimetypes.guess_type(real)[0] or "application/octet-stream"
+    def _media(self, real: str, name: str, offset: int | None, length: int | None) -> None:
+        size = os.path.getsize(real) if offset is None else length
+        base = offset or 0
+        ctype = mimetypes.guess_type(name)[0] or "application/octet-stream"
         start, end, status = 0, size - 1, 200
         rng = self.headers.get("Range")
         if rng:
@@ -284,7 +290,7 @@ class Handler(BaseHTTPRequestHandler):
         if self.command == "HEAD":
             return
         with open(real, "rb") as f:
-            f.seek(start)
+            f.seek(base + start)
             left = length
             while left > 0:
                 chunk = f.read(min(CHUNK, left))
