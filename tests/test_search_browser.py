@@ -1,7 +1,7 @@
 """`vatt serve` in a real browser: headless Chromium (Debian's `chromium` + `chromium-driver`)
 driven by Selenium. The page loads, a caption of an indexed demo clip finds that clip, clicking a
-result plays the video from the moment's start, and a screenshot is kept as a test artifact
-(``test-artifacts/search_page.png``).
+result plays the video from the moment's start, and screenshots are kept as test artifacts
+(``test-artifacts/search_results.png``: the result grid; ``search_page.png``: the player).
 
 Skipped, with the reason, where Chromium or Selenium is missing; `.ci/run` installs both so CI
 never skips it.
@@ -84,6 +84,11 @@ def test_search_and_play_in_a_real_browser(memorised_model, synth_corpus, tmp_pa
         assert clip in paths[:3], (caption, paths)
         hit = cards[paths.index(clip)]
         start = float(hit.get_attribute("data-start"))
+        _wait(driver, "[...document.querySelectorAll('#results img')].every(i => i.complete && i.naturalWidth > 0)",
+              what="the thumbnails")
+        ARTIFACTS.mkdir(exist_ok=True)
+        assert driver.save_screenshot(str(tmp_path / "search_results.png"))
+        shutil.copy(tmp_path / "search_results.png", ARTIFACTS / "search_results.png")
 
         hit.click()
         _wait(driver, "document.getElementById('player').dataset.seeked === '1'", what="the player to seek")
@@ -95,7 +100,6 @@ def test_search_and_play_in_a_real_browser(memorised_model, synth_corpus, tmp_pa
         assert src.endswith(hit.get_attribute("data-media")), (src, hit.get_attribute("data-media"))
         _wait(driver, "document.getElementById('player').readyState >= 2", what="video data")
         assert driver.execute_script("return document.getElementById('player').error") is None
-        ARTIFACTS.mkdir(exist_ok=True)
         shot = tmp_path / "search_page.png"
         assert driver.save_screenshot(str(shot))
         assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
