@@ -7,6 +7,7 @@ Skipped, with the reason, where Chromium or Selenium is missing; `.ci/run` insta
 never skips it.
 """
 
+import importlib.util
 import os
 import shutil
 import threading
@@ -29,15 +30,23 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
                   "--mute-audio"]
 
 
-def _browser(tmp_path):
+def _why_skip() -> str | None:
     missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not os.access(p, os.X_OK)]
     if missing:
-        pytest.skip(f"{' and '.join(missing)} not installed (apt-get install chromium chromium-driver)")
-    try:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
-    except ImportError:
-        pytest.skip("selenium is not installed (pip install selenium; it is in the test extra)")
+        return f"{' and '.join(missing)} not installed (apt-get install chromium chromium-driver; .ci/run does)"
+    if importlib.util.find_spec("selenium") is None:
+        return "selenium is not installed (pip install selenium; it is in the test extra)"
+    return None
+
+
+# decided before any fixture runs, so a machine without a browser skips at once
+pytestmark = pytest.mark.skipif(_why_skip() is not None, reason=_why_skip() or "")
+
+
+def _browser(tmp_path):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
     os.environ["SE_OFFLINE"] = "true"  # never let Selenium Manager look for drivers online
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
@@ -62,7 +71,7 @@ def test_search_and_play_in_a_real_browser(memorised_model, synth_corpus, tmp_pa
     model_dir, captions, keys = memorised_model
     out = tmp_path / "index"
     model = vatt.load_model(model_dir)
-    driver = _browser(tmp_path)  # skips before any work when there is no browser
+    driver = _browser(tmp_path)
     server = None
     try:
         build_index(synth_corpus / "retrieval", model, out)
