@@ -376,3 +376,20 @@ def test_shard_members_are_indexed_and_served_by_byte_range(synth_corpus, random
         assert status == 200 and {r["path"] for r in res["results"]} <= {f["rel"] for f in index.files}
     finally:
         served.close()
+
+
+def test_an_internal_failure_is_a_500_without_a_stack_trace(served_random, caplog):
+    served, _ = served_random
+    engine = served.server.RequestHandlerClass.app.engine
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("secret detail /home/user/private")
+
+    original, engine.text = engine.text, broken
+    try:
+        status, _, raw = served.get("/api/search?q=ball")
+    finally:
+        engine.text = original
+    assert status == 500 and json.loads(raw) == {"error": "internal error (see the server log)"}
+    assert "secret detail" in caplog.text  # the traceback went to the log, not to the client
+    assert served.json("/api/search?q=ball&k=1")[0] == 200
