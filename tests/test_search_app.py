@@ -393,3 +393,28 @@ def test_an_internal_failure_is_a_500_without_a_stack_trace(served_random, caplo
     assert status == 500 and json.loads(raw) == {"error": "internal error (see the server log)"}
     assert "secret detail" in caplog.text  # the traceback went to the log, not to the client
     assert served.json("/api/search?q=ball&k=1")[0] == 200
+
+
+def test_a_long_window_is_the_mean_of_its_model_clips(synth_corpus, random_model_dir, tmp_path):
+    from vatt.data import transforms
+    from vatt.data.config import DataConfig
+    from vatt.data.decode import MediaReader
+
+    folder = _folder(tmp_path, synth_corpus, n=1)
+    model = vatt.load_model(random_model_dir)
+    out = tmp_path / "index"
+    build_index(folder, model, out, window=1.6, hop=0.8, batch_size=1)  # 2 model clips per window, 1 window a batch
+    index = WindowIndex(out)
+    cfg = DataConfig.from_model_config(model.config)
+    clip = sorted(folder.glob("*.mp4"))[0]
+    for row in range(index.num_windows):
+        a = float(index.start[row])
+        with MediaReader(clip) as r:  # reference: clips at a and a + 0.8, unit vectors averaged
+            wins = [r.read(s, num_frames=cfg.num_frames, fps=cfg.fps, sample_rate=cfg.sample_rate,
+                           num_samples=cfg.num_samples, short_side=cfg.resize * 2) for s in (a, a + 0.8)]
+        with torch.no_grad():
+            out_ = model(video=torch.cat([transforms.eval_video(w.frames, cfg) for w in wins]),
+                         audio=torch.stack([transforms.eval_audio(w.audio) for w in wins]))
+        for name in ("video_vt", "video_va", "audio_va"):
+            ref = torch.nn.functional.normalize(torch.nn.functional.normalize(out_[name], dim=1).mean(0), dim=0)
+            torch.testing.assert_close(index.tensors[name][row], ref, rtol=1e-4, atol=1e-5)

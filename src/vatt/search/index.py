@@ -275,18 +275,37 @@ class _Embedder:
             with open(item.file, "rb") as f:
                 f.seek(item.offset)
                 source = f.read(item.length)
+        out: dict[str, list] = {name: [] for name in SPACES}
+        videos, audios, thumbs, kept = [], [], [], []
+
+        def flush() -> None:  # embed the decoded windows waiting (at most batch_size: memory stays bounded)
+            if not videos:
+                return
+            b = len(videos)
+            v = torch.stack(videos)  # [b, n_sub, T, c, c, 3]
+            inputs = {"video": v.reshape(b * self.num_sub, *v.shape[2:]).to(self.device)}
+            if audios:
+                inputs["audio"] = torch.stack(audios).reshape(b * self.num_sub, -1).to(self.device)
+            res = self.model(**inputs)
+            for name in SPACES:
+                if name in res:
+                    x = l2_normalize(res[name].float().cpu()).reshape(b, self.num_sub, -1)
+                    out[name].append(l2_normalize(x.mean(1)))
+                else:
+                    out[name].append(torch.zeros(b, SPACES[name]))
+            videos.clear()
+            audios.clear()
+
         with MediaReader(source, name=path) as reader:
             info = reader.info
             if not info.has_video:
                 raise MediaError(path, "no_video_track")
             duration = info.duration if info.duration > 0 else self.window
-            starts = window_starts(duration, self.window, self.hop)
-            videos, audios, thumbs, kept = [], [], [], []
-            for st in starts:
-                subs = self.sub_starts(st)
+            for st in window_starts(duration, self.window, self.hop):
                 try:
                     wins = [reader.read(s, num_frames=cfg.num_frames, fps=cfg.fps, sample_rate=cfg.sample_rate,
-                                        num_samples=cfg.num_samples, short_side=cfg.resize * 2) for s in subs]
+                                        num_samples=cfg.num_samples, short_side=cfg.resize * 2)
+                            for s in self.sub_starts(st)]
                 except MediaError as e:
                     if e.reason == "no_frames" and kept:  # truncated: keep the windows before the damage
                         log.warning("%s: no frames after %.2fs (truncated?); indexed up to there", path, st)
@@ -298,20 +317,9 @@ class _Embedder:
                 mid = wins[len(wins) // 2]
                 thumbs.append(jpeg_thumbnail(mid.frames[len(mid.frames) // 2]))
                 kept.append(st)
-        n = len(kept)
-        out: dict[str, list] = {name: [] for name in SPACES}
-        for i in range(0, n, self.batch_size):
-            v = torch.stack(videos[i : i + self.batch_size])  # [b, n_sub, T, c, c, 3]
-            b = v.shape[0]
-            res = self.model(video=v.reshape(b * self.num_sub, *v.shape[2:]).to(self.device),
-                             **({"audio": torch.stack(audios[i : i + self.batch_size]).reshape(b * self.num_sub, -1)
-                                 .to(self.device)} if info.has_audio else {}))
-            for name in SPACES:
-                if name in res:
-                    x = l2_normalize(res[name].float().cpu()).reshape(b, self.num_sub, -1)
-                    out[name].append(l2_normalize(x.mean(1)))
-                else:
-                    out[name].append(torch.zeros(b, SPACES[name]))
+                if len(videos) == self.batch_size:
+                    flush()
+        flush()
         start = np.asarray(kept, np.float32)
         end = np.minimum(start + self.window, duration).astype(np.float32)
         tensors = {k: torch.cat(v) for k, v in out.items()}
