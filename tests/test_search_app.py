@@ -299,9 +299,12 @@ def test_bad_requests_get_a_one_line_json_error_and_the_server_keeps_serving(ser
         ("/api/search?q=ball&k=0", None, {}, 400),
         ("/api/search?q=ball&k=abc", None, {}, 400),
         ("/api/search?q=ball&k=99999", None, {}, 400),
+        ("/api/search?q=ball&k=%C2%B2", None, {}, 400),  # a Unicode digit
+        ("/api/search?q=%ff%fe&k=1e3", None, {}, 400),
         ("/api/search?q=ball&merge=yes", None, {}, 400),
         ("/api/search?q=" + "a" * 600, None, {}, 400),
         ("/api/similar?window=-1", None, {}, 400),
+        ("/api/similar?window=%C2%B2", None, {}, 400),
         ("/api/similar?window=999999", None, {}, 404),  # unknown window id
         ("/thumb/999999.jpg", None, {}, 404),
         ("/media/0123456789abcdef", None, {}, 404),  # unknown file id

@@ -99,6 +99,9 @@ class SearchApp:
         if not os.path.isfile(real):
             raise HttpError(404, "this file is no longer on disk (re-run vatt index)")
         if "offset" in entry:
+            st = os.stat(real)
+            if (st.st_size, st.st_mtime_ns) != (entry["size"], entry["mtime_ns"]):  # offsets would be stale
+                raise HttpError(404, "this shard changed since it was indexed (re-run vatt index)")
             return real, entry["path"], int(entry["offset"]), int(entry["length"])
         return real, real, None, None
 
@@ -110,9 +113,13 @@ class SearchApp:
                 "max_upload_bytes": self.max_upload_bytes}
 
 
+def _whole(raw: str) -> bool:
+    return re.fullmatch(r"[0-9]{1,9}", raw) is not None  # ASCII digits only ("²".isdigit() is True)
+
+
 def _param_k(params: dict) -> int:
     raw = params.get("k", ["20"])[-1]
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_K:
+    if not _whole(raw) or not 1 <= int(raw) <= MAX_K:
         raise HttpError(400, f"k must be a whole number from 1 to {MAX_K}, got {raw[:20]!r}")
     return int(raw)
 
@@ -218,8 +225,8 @@ class Handler(BaseHTTPRequestHandler):
             return self._json({"results": [self.app.result(h) for h in hits], "took_ms": round(ms, 2)})
         if path == "/api/similar":
             raw = params.get("window", [""])[-1]
-            if not raw.isdigit() or int(raw) >= self.app.index.num_windows:
-                raise HttpError(404 if raw.isdigit() else 400, f"unknown window id {raw[:20]!r}")
+            if not _whole(raw) or int(raw) >= self.app.index.num_windows:
+                raise HttpError(404 if _whole(raw) else 400, f"unknown window id {raw[:20]!r}")
             k, merge = _param_k(params), _param_merge(params)
             hits, ms = timed(self.app.engine.similar, int(raw), k, merge)
             return self._json({"results": [self.app.result(h) for h in hits], "took_ms": round(ms, 2)})
@@ -249,7 +256,7 @@ class Handler(BaseHTTPRequestHandler):
         if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
             raise HttpError(411, "send the audio file with a Content-Length (no chunked uploads)")
         raw = self.headers.get("Content-Length")
-        if raw is None or not raw.isdigit():
+        if raw is None or not re.fullmatch(r"[0-9]{1,15}", raw.strip()):
             raise HttpError(411, "send the audio file with a Content-Length")
         size = int(raw)
         if size > self.app.max_upload_bytes:
