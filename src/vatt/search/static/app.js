@@ -80,9 +80,9 @@ function card(r, rank) {
   meta.append(name, row, more);
 
   el.append(thumb, meta);
-  el.addEventListener("click", () => playResult(r));
+  el.addEventListener("click", () => playResult(r, el));
   el.addEventListener("keydown", (ev) => {
-    if (ev.key === "Enter") playResult(r);
+    if (ev.key === "Enter") playResult(r, el);
   });
   return el;
 }
@@ -126,8 +126,10 @@ async function searchAudio(file) {
   }
 }
 
-function playResult(r) {
+function playResult(r, el) {
   current = r;
+  document.querySelectorAll("#results .result.playing").forEach((c) => c.classList.remove("playing"));
+  if (el) el.classList.add("playing");
   const video = $("player");
   $("player-panel").hidden = false;
   $("player-title").textContent = r.path;
