@@ -44,7 +44,7 @@ sys.path.insert(0, str(ROOT.parent / "src"))
 from vatt.data import DataConfig, build_dataset, make_loader  # noqa: E402
 from vatt.data.decode import MediaReader  # noqa: E402
 from vatt.data.encode import encode_mp4  # noqa: E402
-from vatt.data.sources import ClipRef, load_sample  # noqa: E402
+from vatt.data import ClipRef, load_sample  # noqa: E402
 
 DEMO = DataConfig()
 PAPER = DataConfig(num_frames=32, fps=10.0, crop_size=224, sample_rate=48000, num_samples=153600)
@@ -133,7 +133,7 @@ def loader_rate(paths, cfg: DataConfig, batch: int, batches: int, folder: Path) 
 
 def data_wait_fraction(corpus: Path, steps: int, warmup: int = 3) -> dict:
     import vatt
-    from vatt.data.sources import caption_texts
+    from vatt.data import caption_texts
     from vatt.objective import ObjectiveConfig, VattObjective
     from vatt.text import WordTokenizer
 

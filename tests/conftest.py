@@ -29,7 +29,7 @@ def synth_corpus(tmp_path_factory):
 @pytest.fixture(scope="session")
 def synth_tokenizer(synth_corpus):
     """WordTokenizer built from the synth corpus' pretraining captions (as `vatt vocab build` does)."""
-    from vatt.data.sources import caption_texts
+    from vatt.data import caption_texts
     from vatt.text import WordTokenizer
 
     return WordTokenizer.build(caption_texts(str(synth_corpus / "pretrain")))
@@ -46,7 +46,7 @@ def memorised_model(synth_corpus, synth_tokenizer, tmp_path_factory):
     Shared by the slow search tests (test_search, test_search_app, test_search_browser)."""
     import vatt
     from vatt.data.config import DataConfig
-    from vatt.data.sources import build_dataset
+    from vatt.data.datasets import build_dataset
     from vatt.eval.retrieval import centre_caption
     from vatt.objective import VattObjective
 

@@ -10,7 +10,9 @@ from vatt.cli.main import main
 from vatt.data import DataConfig, MediaReader, build_dataset, make_loader, split_shards
 from vatt.data.captions import Caption, write_srt
 from vatt.data.encode import encode_mp4
-from vatt.data.shards import ShardDataset, expand_braces, iter_tar_samples, list_shards, prepare_shards
+from vatt.data import ShardDataset, list_shards, prepare_shards
+from vatt.data.index import expand_braces
+from vatt.data.shards import iter_tar_samples
 
 CFG = DataConfig(num_frames=4, fps=10.0, crop_size=32, sample_rate=8000, num_samples=3200)
 

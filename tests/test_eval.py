@@ -5,7 +5,7 @@ import torch
 
 import vatt
 from vatt.data.config import DataConfig
-from vatt.data.sources import build_eval_dataset
+from vatt.data.datasets import build_eval_dataset
 from vatt.errors import InputError
 from vatt.eval.embed import extract_features
 from vatt.eval.finetune import Classifier, predict_views

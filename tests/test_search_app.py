@@ -357,7 +357,7 @@ def test_audio_upload_and_more_like_this_answer_with_moments(served_random, synt
 def test_shard_members_are_indexed_and_served_by_byte_range(synth_corpus, random_model_dir, tmp_path):
     import tarfile
 
-    from vatt.data.shards import prepare_shards
+    from vatt.data.prepare import prepare_shards
 
     folder = _folder(tmp_path, synth_corpus, n=2)
     prepare_shards(str(folder), tmp_path / "shards", clip_seconds=10.0, max_count=1)  # one clip per shard

@@ -39,6 +39,15 @@ def atomic_write_json(path: str | os.PathLike, obj, indent: int | None = 2) -> N
     atomic_write_text(path, json.dumps(obj, indent=indent, ensure_ascii=False) + "\n")
 
 
+def atomic_write_safetensors(path: str | os.PathLike, tensors: dict, metadata: dict[str, str] | None = None) -> None:
+    """``tensors`` (name -> torch tensor) as a safetensors file, written atomically; tensors are
+    detached, moved to the CPU and made contiguous first."""
+    from safetensors.torch import save
+
+    cpu = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    atomic_write_bytes(path, save(cpu, metadata=metadata))
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike):
     """A temporary path beside ``path`` for a writer that wants a file name (e.g. safetensors'

@@ -25,7 +25,7 @@ def _synth(args) -> int:
 def _prepare(args) -> int:
     from tqdm import tqdm
 
-    from ..data.shards import prepare_shards
+    from ..data.prepare import prepare_shards
 
     bar = tqdm(desc="prepare", unit="file")
     try:
@@ -69,7 +69,7 @@ def _check(args) -> int:
 
 
 def _vocab_build(args) -> int:
-    from ..data.sources import caption_texts
+    from ..data.vocab import caption_texts
     from ..text import WordTokenizer
 
     texts = caption_texts(args.src)

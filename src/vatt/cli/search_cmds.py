@@ -8,28 +8,18 @@ from pathlib import Path
 
 
 def _index(args) -> int:
-    from tqdm import tqdm
-
     from ..model import load_model
     from ..search.index import build_index
+    from .progress import Bars
 
     model = load_model(args.model, device=args.device)
-    bar = None
-
-    def progress(done: int, total: int, path: str) -> None:
-        nonlocal bar
-        if bar is None:
-            bar = tqdm(total=total, desc="indexing", unit="file", dynamic_ncols=True)
-        bar.set_postfix_str(Path(path).name[-40:], refresh=False)
-        bar.update(done - bar.n)
-
+    bars = Bars(leave=True)
     try:
         stats = build_index(args.src, model, args.out, model_path=str(Path(args.model).resolve()), window=args.window,
                             hop=args.hop, batch_size=args.batch_size, device=args.device, roots=args.root,
-                            progress=progress)
+                            progress=bars)
     finally:
-        if bar is not None:
-            bar.close()
+        bars.close()
     print(f"{stats['files']} files, {stats['windows']} windows -> {args.out} "
           f"({stats['embedded']} embedded, {stats['reused']} unchanged, {stats['removed']} removed)")
     if stats["bad"]:

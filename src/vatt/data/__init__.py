@@ -1,5 +1,11 @@
 """Media files -> training batches: decoding, captions, transforms, sources, shards, demo corpus.
 
+Modules, in the order data flows (each imports only those before it): ``index`` (what a source
+string names) -> ``shards`` (tar reading/writing) -> ``sample`` (one sample: decode, caption,
+augment; the bad-sample rule) -> ``datasets`` (clip sets, shard streams, mixtures, factories)
+-> ``loader`` (batches). Beside them: ``prepare`` (``vatt data prepare``), ``vocab`` (caption
+texts for a vocabulary), ``check`` (``vatt data check``), ``synth`` (the demo corpus).
+
 Public API (see docs/DATA.md)::
 
     cfg = DataConfig.from_model_config(model.config)
@@ -11,14 +17,18 @@ Public API (see docs/DATA.md)::
 
 from .captions import Caption, read_captions, select_captions
 from .config import DataConfig
+from .datasets import ClipDataset, MixedStream, ShardDataset, build_dataset, build_eval_dataset, split_shards
 from .decode import MediaError, MediaInfo, MediaReader, probe
+from .index import ClipRef, detect_kind, index_source, list_shards
 from .loader import collate, make_loader
-from .shards import ShardDataset, list_shards, split_shards
-from .sources import ClipDataset, MixedStream, build_dataset, build_eval_dataset, detect_kind
+from .prepare import prepare_shards
+from .sample import load_sample
 from .synth import make_corpus
+from .vocab import caption_texts
 
 __all__ = [
-    "Caption", "ClipDataset", "DataConfig", "MediaError", "MediaInfo", "MediaReader", "MixedStream",
-    "ShardDataset", "build_dataset", "build_eval_dataset", "collate", "detect_kind", "list_shards",
-    "make_corpus", "make_loader", "probe", "read_captions", "select_captions", "split_shards",
+    "Caption", "ClipDataset", "ClipRef", "DataConfig", "MediaError", "MediaInfo", "MediaReader", "MixedStream",
+    "ShardDataset", "build_dataset", "build_eval_dataset", "caption_texts", "collate", "detect_kind",
+    "index_source", "list_shards", "load_sample", "make_corpus", "make_loader", "prepare_shards", "probe",
+    "read_captions", "select_captions", "split_shards",
 ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 
 from .config import DataConfig
-from .sources import ClipDataset, build_dataset
+from .datasets import ClipDataset, build_dataset
 from .stats import BAD, MASKED
 
 

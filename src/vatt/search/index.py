@@ -35,12 +35,13 @@ import os
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 
 from ..errors import CheckpointError, InputError
+from ..progress import Progress, advance
+from ..progress import start as start_phase
 from ..eval.embed import l2_normalize
 
 log = logging.getLogger(__name__)
@@ -148,7 +149,7 @@ class MediaItem:
 def _shard_members(tar_path: str) -> list[MediaItem]:
     import tarfile
 
-    from ..data.sources import MEDIA_SUFFIXES
+    from ..data.index import MEDIA_SUFFIXES
 
     with tarfile.open(tar_path, "r:") as tar:  # uncompressed only: members are served by byte offset
         return [MediaItem(f"{tar_path}{SHARD_SEP}{m.name}", tar_path, m.offset_data, m.size) for m in tar
@@ -159,8 +160,7 @@ def list_media(source: str, extra_roots: list[str] | None = None) -> tuple[list[
     """``(media items, roots, unreadable shards)`` of a folder, manifest or shard set. Roots (real
     paths) bound what ``vatt serve`` may read: the folder, the manifest's folder or the shards'
     folder, plus ``extra_roots``."""
-    from ..data.shards import list_shards
-    from ..data.sources import AUDIO_SUFFIXES, VIDEO_SUFFIXES, _manifest_rows, detect_kind
+    from ..data.index import AUDIO_SUFFIXES, VIDEO_SUFFIXES, _manifest_rows, detect_kind, list_shards
 
     kind, path = detect_kind(str(source))
     bad_shards = []
@@ -348,15 +348,15 @@ def _rel(item: MediaItem, roots: list[str]) -> str:
 
 def build_index(source, model, out, *, model_path: str | None = None, window: float | None = None,
                 hop: float | None = None, batch_size: int = 8, device: str | torch.device = "cpu",
-                roots: list[str] | None = None, progress: Callable[[int, int, str], None] | None = None) -> dict:
+                roots: list[str] | None = None, progress: Progress | None = None) -> dict:
     """Index (or update the index of) ``source`` into the folder ``out``.
 
     Args:
-        source: a folder of videos or a CSV/JSON manifest (see :mod:`vatt.data.sources`).
+        source: a folder of videos or a CSV/JSON manifest (see :mod:`vatt.data.index`).
         model: a loaded model; ``model_path`` (recorded for ``vatt serve``) is where it came from.
         window, hop: seconds; defaults: the model's clip length and half of it.
         roots: extra folders files may live in (a manifest's files outside its folder).
-        progress: called as ``progress(done, total, path)`` after each file.
+        progress: the :mod:`vatt.progress` callable; one unit per file.
     Returns:
         ``{"files", "windows", "embedded", "reused", "removed", "bad", "reasons"}`` for this run.
     """
@@ -397,7 +397,8 @@ def build_index(source, model, out, *, model_path: str | None = None, window: fl
         bad.append({"path": shard, "size": size, "mtime_ns": mtime, "reason": "bad_shard"})
         stats["bad"] += 1
         stats["reasons"]["bad_shard"] = stats["reasons"].get("bad_shard", 0) + 1
-    for done, item in enumerate(items, 1):
+    start_phase(progress, len(items), "indexing", "file")
+    for item in items:
         path = item.key
         try:
             size, mtime = _stat(item.file)  # a shard member changes with its shard
@@ -438,8 +439,7 @@ def build_index(source, model, out, *, model_path: str | None = None, window: fl
             bad.append({"path": path, "size": size, "mtime_ns": mtime, "reason": reason})
             stats["bad"] += 1
             stats["reasons"][reason] = stats["reasons"].get(reason, 0) + 1
-        if progress:
-            progress(done, len(items), path)
+        advance(progress, 1, file=os.path.basename(path)[-40:])
 
     row = 0
     for entry, part in zip(files, parts):

@@ -22,8 +22,9 @@ import numpy as np
 from torch.utils.data import Dataset, IterableDataset, Sampler
 
 from ..data.loader import make_loader
+from ..data.sample import load_with_retries
 from ..data.stats import SampleStats
-from ..errors import DataError, InputError
+from ..errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ class SlotSampler(Sampler):
 class SeededItems(Dataset):
     """Wraps a map-style dataset so item ``(epoch, index)`` is augmented with its own RNG.
 
-    Datasets with a ``load(index, rng)`` method (:class:`vatt.data.sources.ClipDataset`) get
+    Datasets with a ``load(index, rng)`` method (:class:`vatt.data.ClipDataset`) get
     ``np.random.default_rng([seed, epoch, index])``; a bad sample is replaced by another drawn from
     the same RNG and counted (strict datasets raise). Other datasets are indexed directly.
     """
@@ -82,23 +83,10 @@ class SeededItems(Dataset):
             item = dict(ds[idx])
             item.setdefault("key", str(idx))
             return item
-        from ..data.sources import _bad_event
-
         rng = np.random.default_rng([self.seed, epoch, idx])
-        bad = []
-        for _ in range(max(1, getattr(ds, "max_retries", 10))):
-            try:
-                sample = ds.load(idx, rng)
-                sample["_events"] = bad + sample.get("_events", [])
-                return sample
-            except (DataError, OSError, ValueError, RuntimeError, MemoryError) as e:
-                if getattr(ds, "strict", False):
-                    if isinstance(e, DataError):
-                        raise
-                    raise DataError(f"{ds.refs[idx].path}: decode_error ({type(e).__name__}: {e})") from e
-                bad.append(_bad_event(e, ds.refs[idx]))
-                idx = int(rng.integers(0, len(ds)))
-        return {"_skip": True, "_events": bad, "key": str(idx)}
+        return load_with_retries(lambda i: ds.load(i, rng), idx, lambda i: ds.refs[i].path,
+                                 tries=getattr(ds, "max_retries", 10), strict=getattr(ds, "strict", False),
+                                 draw=lambda: int(rng.integers(0, len(ds))))
 
 
 class TrainBatches:

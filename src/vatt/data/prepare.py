@@ -1,0 +1,139 @@
+"""``vatt data prepare``: cut media files (and their captions) into clips and write tar shards."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..atomic_io import atomic_write_json, atomic_write_text
+from ..errors import InputError
+from .captions import Caption, CaptionError, read_captions
+from .decode import MediaError, MediaReader
+from .encode import encode_mp4
+from .index import ClipRef, index_source
+from .shards import ShardWriter
+
+log = logging.getLogger(__name__)
+
+
+def _segments(duration: float, clip_seconds: float, min_seconds: float) -> list[tuple[float, float]]:
+    n = max(1, int(np.ceil(duration / clip_seconds - 1e-6)))
+    segs = [(k * clip_seconds, min(duration, (k + 1) * clip_seconds)) for k in range(n)]
+    return [s for s in segs if s[1] - s[0] >= min_seconds] or segs[:1]
+
+
+def cut_clips(ref: ClipRef, clip_seconds: float = 10.0, max_side: int = 360, min_seconds: float = 1.0,
+              classes: list[str] | None = None) -> list[tuple[str, dict[str, bytes]]]:
+    """Cut one media file (and its captions) into clips: ``[(suffix, members)]``.
+
+    A file (or manifest span) no longer than 1.5 clips is stored as is (no re-encoding, exact);
+    longer ones are cut into ``clip_seconds`` pieces re-encoded as H.264/AAC with the shorter
+    side at most ``max_side`` (frames keep the source frame rate, audio its sample rate, mono).
+    Caption times in the JSON are relative to the clip. Raises MediaError/CaptionError.
+    """
+    with MediaReader(ref.path) as reader:
+        info = reader.info
+        s0 = max(0.0, ref.start or 0.0)
+        e0 = info.duration if ref.end is None else min(ref.end, info.duration or ref.end)
+        whole = ref.start is None and ref.end is None and info.duration <= 1.5 * clip_seconds
+        spans = [(s0, e0)] if whole else [(s0 + a, s0 + b) for a, b in _segments(e0 - s0, clip_seconds, min_seconds)]
+        caps: list[Caption] = []
+        if ref.captions is not None and not ref.audio_only:
+            try:
+                caps = ref.captions if isinstance(ref.captions, list) else read_captions(ref.captions, info.duration)
+            except CaptionError as e:
+                log.warning("%s: %s; clips get no captions", ref.path, e)
+        out = []
+        for k, (s, e) in enumerate(spans):
+            if whole:
+                media, ext = Path(ref.path).read_bytes(), Path(ref.path).suffix.lower().lstrip(".")
+            else:
+                fps = info.fps if info.fps > 0 else 25.0
+                rate = info.sample_rate or 48000
+                n_frames = max(1, int(round((e - s) * fps)))
+                w = reader.read(s, num_frames=n_frames, fps=fps, sample_rate=rate,
+                                num_samples=max(1, int(round((e - s) * rate))), short_side=max_side)
+                frames = None
+                if w.frames is not None:
+                    H, W = w.frames.shape[1:3]
+                    frames = w.frames[:, : H - H % 2, : W - W % 2]  # H.264 4:2:0 needs even sizes
+                media = encode_mp4(frames, fps, w.audio, rate=rate) if (frames is not None or w.audio is not None) else b""
+                ext = "mp4" if frames is not None else "m4a"
+                if not media:
+                    raise MediaError(ref.path, "no_streams")
+            inside = [c for c in caps if c.end > s and c.start < e] if not whole else caps
+            rel = [Caption(max(0.0, c.start - s), min(e - s, c.end - s), c.text) for c in inside]
+            meta = {"source": ref.path, "start": round(s, 3), "end": round(e, 3),
+                    "captions": {"start": [round(c.start, 3) for c in rel], "end": [round(c.end, 3) for c in rel],
+                                 "text": [c.text for c in rel]}}
+            if ref.label is not None and classes is not None:
+                meta["label"] = [classes[i] for i in ref.label]
+            members = {ext: media, "json": json.dumps(meta, ensure_ascii=False).encode("utf-8")}
+            if rel:
+                members["txt"] = "\n".join(c.text for c in rel).encode("utf-8")
+            out.append((f"{k:04d}", members))
+    return out
+
+
+def _cut_job(job):
+    ref, clip_seconds, max_side, classes = job
+    try:
+        return ref.path, cut_clips(ref, clip_seconds, max_side, classes=classes), None
+    except Exception as e:  # noqa: BLE001 - reported in prepare_report.json, never fatal
+        reason = getattr(e, "reason", None)
+        return ref.path, [], (reason or "decode_error", getattr(e, "detail", "") if reason else f"{type(e).__name__}: {e}")
+
+
+def prepare_shards(src: str, out: str | os.PathLike, *, clip_seconds: float = 10.0, max_count: int = 256,
+                   workers: int = 1, max_side: int = 360, progress=None, total=None) -> dict:
+    """``vatt data prepare``: cut every file of ``src`` into clips and write tar shards to ``out``.
+
+    Writes ``out/shard-NNNNN.tar`` and ``out/prepare_report.json`` (``{"source", "clip_seconds",
+    "files_total", "files_ok", "clips", "shards", "skipped": [{"path", "reason", "detail"}]}``).
+    Samples keep the source order (parallel workers are ordered), so output is deterministic.
+    """
+    ix = index_source(str(src))
+    if ix.kind == "shards":
+        raise InputError(f"{src} already holds shards; `vatt data prepare` reads folders or manifests")
+    refs, classes = ix.refs, ix.classes
+    if total:
+        total(len(refs))
+    jobs = [(r, clip_seconds, max_side, classes) for r in refs]
+    skipped, n_clips, ok = [], 0, 0
+    out = Path(out)
+    with ShardWriter(out, max_count) as writer:
+        if workers > 1:
+            import multiprocessing as mp
+
+            pool = mp.get_context("spawn").Pool(workers)
+            results = pool.imap(_cut_job, jobs, chunksize=1)
+        else:
+            pool, results = None, map(_cut_job, jobs)
+        try:
+            for i, (p, clips, err) in enumerate(results):
+                if err:
+                    skipped.append({"path": p, "reason": err[0], "detail": err[1]})
+                    log.warning("%s: %s (skipped)", p, err[0])
+                else:
+                    ok += 1
+                    for suffix, members in clips:
+                        writer.write(f"{i:07d}_{suffix}", members)
+                        n_clips += 1
+                if progress:
+                    progress(1)
+        finally:
+            if pool is not None:
+                pool.close()
+                pool.join()
+    shards = writer.shards
+    report = {"source": str(src), "clip_seconds": clip_seconds, "files_total": len(refs), "files_ok": ok,
+              "clips": n_clips, "shards": [os.path.basename(s) for s in shards], "skipped": skipped}
+    if classes is not None:
+        atomic_write_text(out / "classes.txt", "\n".join(classes) + "\n")
+    atomic_write_json(out / "prepare_report.json", report)
+    report["report_path"] = str(out / "prepare_report.json")
+    return report
