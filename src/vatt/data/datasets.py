@@ -69,8 +69,6 @@ def open_source(source: str, cfg, tokenizer, *, train, seed, strict, rank, world
     common = dict(train=train, seed=seed, strict=strict, num_windows=num_windows, num_crops=num_crops)
     if ix.kind == "shards":
         check_url_scheme(ix.shards[0])
-        if not cfg.max_member_mb > 0:
-            raise InputError(f"max_member_mb must be > 0, got {cfg.max_member_mb}")
         return ShardDataset(ix.shards, cfg, tokenizer, rank=rank, world_size=world_size, classes=ix.classes,
                             max_member_bytes=int(cfg.max_member_mb * 2**20), **common)
     return ClipDataset(ix.refs, cfg, tokenizer, classes=ix.classes, multi_label=ix.multi_label, **common)
