@@ -27,8 +27,6 @@ class AugmentConfig(ConfigBase):
         color_jitter: brightness ±32/255, contrast/saturation 0.6-1.4, hue ±0.2 with p = 0.8.
         color_jitter_prob: probability of applying colour jitter to a clip.
         audio_noise: Gaussian noise of std ``audio_noise * max|x|`` added in training (0.01).
-        max_member_mb: a shard member larger than this is never read (counted ``too_large``), MiB
-            (not augmentation, but set beside it: ``--set data.augment.max_member_mb=64``).
     """
 
     min_resize: int | None = None
@@ -38,7 +36,6 @@ class AugmentConfig(ConfigBase):
     color_jitter: bool = True
     color_jitter_prob: float = 0.8
     audio_noise: float = 0.01
-    max_member_mb: float = 1024.0
 
     def check(self) -> None:
         check_choice(self.crop_mode, "crop_mode", CROP_MODES)
@@ -51,7 +48,6 @@ class AugmentConfig(ConfigBase):
         self.scale_jitter = (low, high, prob)
         check_number(self.color_jitter_prob, "color_jitter_prob", low=0, high=1)
         check_number(self.audio_noise, "audio_noise", low=0)
-        check_number(self.max_member_mb, "max_member_mb", low=0, low_open=True)
 
 
 @dataclass
@@ -66,6 +62,8 @@ class DataConfig(AugmentConfig):
         num_samples: audio samples per clip, S (equal span to the video: T / fps seconds).
         max_words: words per sentence (16).
         num_captions: sentences per clip (5: the one at the window's centre and 4 neighbours).
+        max_member_mb: a shard member larger than this is never read (counted ``too_large``), MiB
+            (training: ``--set data.max_member_mb=64``).
     """
 
     num_frames: int = 8
@@ -75,12 +73,14 @@ class DataConfig(AugmentConfig):
     num_samples: int = 12800
     max_words: int = 16
     num_captions: int = 5
+    max_member_mb: float = 1024.0
 
     def check(self) -> None:
         super().check()
         for name in ("num_frames", "crop_size", "sample_rate", "num_samples", "max_words", "num_captions"):
             check_number(getattr(self, name), f"DataConfig.{name}", low=1)
         check_number(self.fps, "DataConfig.fps", low=0, low_open=True)
+        check_number(self.max_member_mb, "max_member_mb", low=0, low_open=True)
 
     @property
     def resize(self) -> int:

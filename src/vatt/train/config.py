@@ -77,6 +77,7 @@ class DataOptions(ConfigBase):
         eval_sources: held-out sources for zero-shot retrieval every ``eval_every`` steps.
         eval_windows: windows per held-out video (4, SPEC §6).
         eval_batch_size: videos per forward at evaluation.
+        max_member_mb: shard members larger than this are skipped unread (counted ``too_large``), MiB.
     """
 
     num_workers: int = 2
@@ -85,9 +86,11 @@ class DataOptions(ConfigBase):
     eval_sources: list[str] = field(default_factory=list)
     eval_windows: int = 4
     eval_batch_size: int = 8
+    max_member_mb: float = 1024.0
 
     def check(self) -> None:
         check_number(self.num_workers, "data.num_workers", low=0, high=1024)
+        check_number(self.max_member_mb, "data.max_member_mb", low=0, low_open=True)
         check_number(self.eval_windows, "data.eval_windows", low=1, high=1024)
         check_number(self.eval_batch_size, "data.eval_batch_size", low=1)
         if not all(isinstance(s, str) for s in self.eval_sources):

@@ -172,7 +172,8 @@ class Trainer:
             return self.sources
         from ..data import DataConfig, build_dataset
 
-        dcfg = DataConfig.from_model_config(self.cfg.model_config(), self.cfg.data.augment)
+        dcfg = DataConfig.from_model_config(self.cfg.model_config(), self.cfg.data.augment,
+                                            max_member_mb=self.cfg.data.max_member_mb)
         return build_dataset(list(self.sources), dcfg, tokenizer, train=True, seed=self.cfg.seed,
                              strict=self.cfg.data.strict, rank=self.rank, world_size=self.world)
 
