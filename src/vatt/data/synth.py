@@ -15,7 +15,8 @@ sometimes an off-topic sentence, and timing jittered off the action. Layout of `
 
     pretrain/*.mp4 + .srt          video + audio + narration (pretraining)
     audio_only/*.wav               the sounds alone (22.05 kHz, no video, no text)
-    labelled/{train,test}.csv      path,label (label = shape) + labelled/media/*.mp4, classes.txt
+    labelled/{train,test}.csv      path,label (label = shape, or ``label=`` another attribute)
+                                   + labelled/media/*.mp4, classes.txt
     retrieval/*.mp4 + .srt         held-out clips, every cue describes its clip (zero-shot retrieval)
     validation/*.mp4 + .srt        like retrieval/, other clips of the same combinations: for choosing
                                    a checkpoint without looking at the test clips
@@ -39,6 +40,7 @@ import numpy as np
 from .captions import Caption, write_srt
 from .encode import encode_mp4, wav_bytes
 from ..atomic_io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from ..errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -240,14 +242,19 @@ def default_counts(clips: int, *, labelled_train: int | None = None, labelled_te
 
 def make_corpus(out: str | os.PathLike, clips: int = 200, seed: int = 0, workers: int = 1,
                 progress: Callable[[int], None] | None = None, *, labelled_train: int | None = None,
-                labelled_test: int | None = None, validation: int | None = None) -> dict:
+                labelled_test: int | None = None, validation: int | None = None, label: str = "shape") -> dict:
     """Write the demo corpus to ``out`` (layout in the module docstring); returns corpus.json's content.
 
     Labelled train/test clips cycle through the shapes so classes are balanced; retrieval and
     validation clips take distinct (shape, colour, motion) combinations so each caption set points
     at one clip. Every subset draws its clips from its own seeds, so no file of one is in another.
     ``labelled_train``, ``labelled_test``, ``validation``: sizes instead of :func:`default_counts`'s.
+    ``label``: the attribute the labelled splits are labelled (and balanced) by: "shape"
+    (default), "colour" or "motion"; every clip still has all three attributes.
     """
+    values = {"shape": SHAPES, "colour": COLOURS, "motion": MOTIONS}
+    if label not in values:
+        raise InputError(f"label must be one of {sorted(values)}, got {label!r}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     counts = default_counts(clips, labelled_train=labelled_train, labelled_test=labelled_test,
@@ -260,7 +267,12 @@ def make_corpus(out: str | os.PathLike, clips: int = 200, seed: int = 0, workers
             combo = None
             if subset in ("train", "test"):
                 r = _rng(seed, subset + "/combo", i)
-                combo = (SHAPES[i % len(SHAPES)], COLOURS[r.integers(4)], MOTIONS[r.integers(3)])
+                if label == "shape":  # the original draw: shape-labelled corpora are unchanged
+                    combo = (SHAPES[i % len(SHAPES)], COLOURS[r.integers(4)], MOTIONS[r.integers(3)])
+                else:
+                    drawn = [SHAPES[r.integers(4)], COLOURS[r.integers(4)], MOTIONS[r.integers(3)]]
+                    drawn[("shape", "colour", "motion").index(label)] = values[label][i % len(values[label])]
+                    combo = tuple(drawn)
             elif subset in ("retrieval", "validation"):
                 combo = combos[order[i % len(combos)]]
             jobs.append((str(out), subset, i, seed, combo))
@@ -279,9 +291,10 @@ def make_corpus(out: str | os.PathLike, clips: int = 200, seed: int = 0, workers
             if progress:
                 progress(1)
     for split in ("train", "test"):
-        rows = ["path,label"] + [f"{rel.removeprefix('labelled/')},{spec.label}" for (rel, spec), job in zip(results, jobs) if job[1] == split]
+        rows = ["path,label"] + [f"{rel.removeprefix('labelled/')},{getattr(spec, label)}"
+                                 for (rel, spec), job in zip(results, jobs) if job[1] == split]
         atomic_write_text(out / "labelled" / f"{split}.csv", "\n".join(rows) + "\n")
-    atomic_write_text(out / "labelled" / "classes.txt", "\n".join(SHAPES) + "\n")
+    atomic_write_text(out / "labelled" / "classes.txt", "\n".join(values[label]) + "\n")
     table = ["path,shape,colour,motion,fps,duration"] + [
         f"{rel},{sp.shape},{sp.colour},{sp.motion},{sp.fps},{sp.duration}" for rel, sp in results
     ]
@@ -293,8 +306,8 @@ def make_corpus(out: str | os.PathLike, clips: int = 200, seed: int = 0, workers
         "counts": {"pretrain": counts["pretrain"], "audio_only": counts["audio_only"], "labelled_train": counts["train"],
                    "labelled_test": counts["test"], "retrieval": counts["retrieval"],
                    "validation": counts["validation"]},
-        "classes": list(SHAPES),
-        "label": "shape",
+        "classes": list(values[label]),
+        "label": label,
         "attributes": {"shape": list(SHAPES), "colour": list(COLOURS), "motion": list(MOTIONS)},
         "video": {"width": WIDTH, "height": HEIGHT, "fps": list(FPS_CHOICES), "codec": "h264"},
         "audio": {"sample_rate": SAMPLE_RATE, "codec": "aac", "audio_only_rate": WAV_RATE},
