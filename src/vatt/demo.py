@@ -271,7 +271,8 @@ def run_demo(out: str | os.PathLike, *, minutes: float = 10.0, preset: str = "ti
         corpus: use an existing ``vatt data synth`` output instead of generating one (it needs a
             ``validation/`` split, generator version 2).
         overrides: training config overrides (``key=value``), as for ``vatt pretrain``.
-        steps: a fixed number of pretraining steps instead of filling ``minutes`` (no pass bound).
+        steps: a fixed number of pretraining steps instead of filling ``minutes`` (no time limit, no
+            pass bound; ``minutes`` still sizes the default corpus).
         progress: phases (corpus, decoding, evaluation); see :mod:`vatt.progress`.
         callback: the trainer's per-step metrics callback (the CLI's training bar); it also gets
             ``{"step", "validation": {...}}`` after each validation score.
@@ -334,6 +335,7 @@ def _run_demo(out, minutes, preset, device, clips, windows_per_clip, overrides, 
     # 3. pretraining, sized to the budget and bounded in passes over the clips
     left = minutes * 60 - (time.perf_counter() - t_train)
     max_steps = max(10, MAX_PASSES * train_clips // cfg.batch_size)
+    fixed = steps is not None
     if steps is None:
         # A shared CPU's speed varies: plan 1.5x the steps the measured speed allows and let the
         # time limit end the run (the schedule is then cut, not stretched); an idle machine
@@ -354,7 +356,8 @@ def _run_demo(out, minutes, preset, device, clips, windows_per_clip, overrides, 
                  per_step, left / 60, MAX_PASSES, max_steps)
     warmup = min(cfg.optim.warmup_steps, max(1, steps // 10))
     cfg = cfg.override({"steps": steps, "optim.warmup_steps": warmup, "checkpoint_every": max(50, steps // 5),
-                        "data.num_workers": 0, "max_minutes": max(0.5, left / 60) if minutes else 0.0})
+                        "data.num_workers": 0,
+                        "max_minutes": max(0.5, left / 60) if minutes and not fixed else 0.0})
     cfg.command = f"vatt demo --out {out} --minutes {minutes} --preset {preset} --device {device}"
     selector = CheckpointSelector(val_set, max(10, steps // VALIDATION_EVALS), str(dev), callback)
     trainer = Trainer(cfg, windows, out / "run", vocab=vocab, callback=selector)
