@@ -179,7 +179,7 @@ class CheckpointSelector:
         self.history.append(rec)
         if self.best is None or rec["mean_rank"] < self.best[0]:
             self.best = (rec["mean_rank"], step, {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()})
-        log.info("step %d: validation mean rank %.2f (text->video R@5 %.3f, MedR %.1f)", step, rec["mean_rank"],
+        log.debug("step %d: validation mean rank %.2f (text->video R@5 %.3f, MedR %.1f)", step, rec["mean_rank"],
                  rec["R@5"], rec["MedR"])
         return rec
 
