@@ -3,7 +3,7 @@
 Steps, all on this machine (default: the ``tiny`` preset on CPU, ~10 minutes of pretraining):
 
 1. ``vatt data synth`` corpus (shapes, tones and narrations that share meaning; docs/DATA.md),
-   sized to the budget: ``100 x minutes`` pretraining clips (at least 1000), so that a machine that
+   sized to the budget: ``100 x minutes`` pretraining clips (at least 200), so that a machine that
    fills the budget sees each clip a bounded number of times instead of memorising a small corpus.
 2. Vocabulary from the pretraining captions; ``windows_per_clip`` augmented windows of every
    pretraining and audio-only clip decoded once through the real pipeline (decoding dominates
@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 DEMO_DEFAULTS = {  # per preset
     "tiny": {
         "clips_per_minute": 100,  # pretraining clips per minute of budget (a quiet 2-core CPU: ~300 steps of 32)
-        "min_clips": 1000,  # even 500 steps learn much more from 1000 clips than from 200 (docs/TRAINING.md)
+        "min_clips": 200,  # 500 steps: 1000 clips give better retrieval, 200 a better probe (docs/TRAINING.md)
         "probe_train": 400,  # labelled clips (at most 2 x clips), 1 window each
         "probe_test": 200,  # (at most clips), 4 windows each
         "probe_label": "motion",  # right / down / bounce (chance 1/3); see docs/TRAINING.md#vatt-demo
@@ -266,7 +266,7 @@ def run_demo(out: str | os.PathLike, *, minutes: float = 10.0, preset: str = "ti
         minutes: time budget of the pretraining phase (window decoding + optimisation).
         preset: training preset (``tiny``; larger ones want a GPU and more ``minutes``).
         device: "cpu", "cuda" or "auto".
-        clips: pretraining clips to generate (default :func:`default_clips`: 100 per minute, >= 1000).
+        clips: pretraining clips to generate (default :func:`default_clips`: 100 per minute, >= 200).
         windows_per_clip: augmented windows decoded per clip (default :func:`default_windows`).
         corpus: use an existing ``vatt data synth`` output instead of generating one (it needs a
             ``validation/`` split, generator version 2).

@@ -50,7 +50,7 @@ def register(sub) -> None:
     d.add_argument("--preset", default="tiny", help="training preset (default: tiny)")
     d.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
     d.add_argument("--clips", type=int, default=None,
-                   help="pretraining clips to generate (default: 100 per minute of budget, at least 1000)")
+                   help="pretraining clips to generate (default: 100 per minute of budget, at least 200)")
     d.add_argument("--steps", type=int, default=None,
                    help="a fixed number of pretraining steps, no time limit (--minutes still sizes the corpus)")
     d.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
