@@ -402,7 +402,8 @@ def _run_demo(out, minutes, preset, device, clips, windows_per_clip, overrides, 
         "linear_probe": {"pretrained": results["pretrained"]["linear_probe"]["accuracy"],
                          "random_init": results["random_init"]["linear_probe"]["accuracy"],
                          "chance": results["pretrained"]["linear_probe"]["chance"],
-                         "classes": classes, "num_train": len(probe_train), "num_test": len(probe_test),
+                         "classes": classes, "label": meta.get("label"), "num_train": len(probe_train),
+                         "num_test": len(probe_test),
                          "classifier": "logistic", "features": "video AGG, 4 windows averaged at test"},
         "train": {"steps": result.step, "planned_steps": steps, "max_steps": max_steps,
                   "passes": round(result.step * cfg.batch_size / train_clips, 1), "train_clips": train_clips,
@@ -442,7 +443,8 @@ def format_report_table(report: dict) -> str:
     for k in ("R@1", "R@5", "R@10", "MedR"):
         chance = _fmt(rr["chance_R@1"]) if k == "R@1" else ""
         rows.append((f"text->video {k}", _fmt(rr["pretrained"][k]), _fmt(rr["random_init"][k]), chance))
-    rows.append(("linear probe accuracy", _fmt(lp["pretrained"]), _fmt(lp["random_init"]), _fmt(lp["chance"])))
+    label = f" ({lp['label']})" if lp.get("label") else ""
+    rows.append((f"linear probe accuracy{label}", _fmt(lp["pretrained"]), _fmt(lp["random_init"]), _fmt(lp["chance"])))
     table = format_table(rows, ("", "pretrained", "random init", "chance"))
     ck = report["checkpoint"]
     return (table + "\n\n" + f"pretraining: {tr['steps']} steps of {tr['batch_size']} clips in {tr['seconds']:.0f} s "
