@@ -18,12 +18,12 @@ from vatt.cli.main import main
 # 50 audio-only, 4 windows, 64 passes; 48 retrieval / 48 validation videos, 400 / 200 probe clips).
 STEPS, MINUTES = 500, 2
 # Measured margins of pretrained over random init for model seeds 0 / 1 / 2 (`--set seed=N`):
-#   text->video R@5   +0.104 / +0.271 / SEED2   (0.229 vs 0.125, 0.396 vs 0.125, SEED2)
-#   median rank       -17 / -16.5 / SEED2       (10 vs 27, 9 vs 25.5, SEED2)
-#   probe vs random   +0.095 / +0.045 / SEED2   (motion; 0.420 vs 0.325, 0.365 vs 0.320, SEED2)
-#   probe vs chance   +0.087 / +0.032 / SEED2   (chance 1/3)
+#   text->video R@5   +0.104 / +0.271 / +0.042  (0.229 vs 0.125, 0.396 vs 0.125, 0.188 vs 0.146)
+#   median rank       -17 / -16.5 / -11.5       (10 vs 27, 9 vs 25.5, 12.5 vs 24)
+#   probe vs random   +0.095 / +0.045 / +0.165  (motion; 0.420 vs 0.325, 0.365 vs 0.320, 0.490 vs 0.325)
+#   probe vs chance   +0.087 / +0.032 / +0.157  (chance 1/3)
 # The assertions keep about half of the smallest of each.
-MIN_R5_GAIN, MIN_MEDR_GAIN, MIN_PROBE_GAIN, MIN_PROBE_OVER_CHANCE = 0.05, 8.0, 0.02, 0.015
+MIN_R5_GAIN, MIN_MEDR_GAIN, MIN_PROBE_GAIN, MIN_PROBE_OVER_CHANCE = 0.02, 5.5, 0.02, 0.015
 
 
 @pytest.mark.slow
