@@ -2,14 +2,20 @@
 
 Steps, all on this machine (default: the ``tiny`` preset on CPU, ~10 minutes of pretraining):
 
-1. ``vatt data synth`` corpus (shapes, tones and narrations that share meaning; docs/DATA.md).
+1. ``vatt data synth`` corpus (shapes, tones and narrations that share meaning; docs/DATA.md),
+   sized to the budget: ``100 x minutes`` pretraining clips (at least 200), so that a machine that
+   fills the budget sees each clip a bounded number of times instead of memorising a small corpus.
 2. Vocabulary from the pretraining captions; ``windows_per_clip`` augmented windows of every
    pretraining and audio-only clip decoded once through the real pipeline (decoding dominates
    on a small CPU, so the demo trains from these in-memory windows; ``vatt pretrain`` streams).
-3. Pretraining with :func:`vatt.train.pretrain` for as many steps as fit the time budget
-   (measured on the first batches), into ``OUT/run`` (checkpoints, metrics, final model).
-4. Zero-shot text->video retrieval on the held-out ``retrieval/`` clips and a linear probe
-   (shape classes) for the trained model and for the same architecture at random init.
+3. Pretraining with the trainer of :mod:`vatt.train` for as many steps as fit the time budget
+   (measured on the first batches), at most ``MAX_PASSES`` passes over the pretraining clips,
+   into ``OUT/run``. Every ~1/12 of the run the model is scored on the held-out ``validation/``
+   clips (text<->video mean rank; never the test clips) and the best weights are kept.
+4. The selected weights (``OUT/model``) and the same architecture at random initialisation are
+   evaluated: zero-shot text->video retrieval on the held-out ``retrieval/`` clips and a linear
+   probe of the motion (right / down / bounce; shape is barely learnt by this 64x64 two-layer model
+   in minutes, see docs/TRAINING.md) trained on ``labelled/train``, tested on ``labelled/test``.
 5. ``report.json``, ``report.md`` and PNG plots: loss curves, a retrieval example grid, t-SNE of
    video and text embeddings (trained vs random init).
 """
@@ -34,9 +40,28 @@ from .train.config import TrainConfig, load_train_config
 
 log = logging.getLogger(__name__)
 
-DEMO_DEFAULTS = {  # per preset: corpus size and windows cached per clip
-    "tiny": {"clips": 200, "windows_per_clip": 4},
+DEMO_DEFAULTS = {  # per preset
+    "tiny": {
+        "clips_per_minute": 100,  # pretraining clips per minute of budget (a quiet 2-core CPU: ~300 steps of 32)
+        "min_clips": 200,  # 500 steps: 1000 clips give better retrieval, 200 a better probe (docs/TRAINING.md)
+        "probe_train": 400,  # labelled clips (at most 2 x clips), 1 window each
+        "probe_test": 200,  # (at most clips), 4 windows each
+        "probe_label": "motion",  # right / down / bounce (chance 1/3); see docs/TRAINING.md#vatt-demo
+    },
 }
+MAX_PASSES = 100  # planned steps never see a pretraining clip more often than this
+VALIDATION_EVALS = 12  # validation scores over a planned run
+
+
+def default_clips(minutes: float, preset: str = "tiny") -> int:
+    """Pretraining clips for a ``minutes`` budget: enough that a fast machine does not memorise them."""
+    d = DEMO_DEFAULTS.get(preset, DEMO_DEFAULTS["tiny"])
+    return max(d["min_clips"], int(round(d["clips_per_minute"] * minutes)))
+
+
+def default_windows(clips: int) -> int:
+    """Cached windows per clip: 4 for a small corpus, 2 from 400 clips (decoding time and memory)."""
+    return max(2, min(4, 800 // max(1, clips)))
 
 
 class ClipMemory(Dataset):
@@ -128,6 +153,46 @@ def _seconds_per_step(cfg: TrainConfig, data: Dataset, vocab, run_dir: Path, ste
     return sorted(times[1:])[len(times[1:]) // 2]
 
 
+class CheckpointSelector:
+    """Wraps the trainer's per-step callback: every ``every`` steps it scores the model on the
+    validation set (mean rank of the right clip, text->video and video->text averaged; lower is
+    better) and keeps a copy of the best weights. Validation clips are neither trained on nor
+    tested on."""
+
+    def __init__(self, val_set, every: int, device, callback=None):
+        self.val_set, self.every, self.device, self.callback = val_set, max(1, every), device, callback
+        self.trainer = None  # set before fit()
+        self.history: list[dict] = []
+        self.best: tuple[float, int, dict] | None = None
+
+    def score(self, model, step: int) -> dict:
+        from .eval.embed import extract_features
+        from .eval.retrieval import retrieval_from_features
+
+        dev = torch.device(self.device)
+        with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+            feats = extract_features(model, self.val_set, outputs=["video_vt", "text_vt"], batch_size=8,
+                                     device=self.device)
+        ret = retrieval_from_features(feats)
+        t2v, v2t = ret["text_to_video"], ret["video_to_text"]
+        rec = {"step": step, "mean_rank": (t2v["MeanR"] + v2t["MeanR"]) / 2, "R@5": t2v["R@5"], "MedR": t2v["MedR"]}
+        self.history.append(rec)
+        if self.best is None or rec["mean_rank"] < self.best[0]:
+            self.best = (rec["mean_rank"], step, {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()})
+        log.debug("step %d: validation mean rank %.2f (text->video R@5 %.3f, MedR %.1f)", step, rec["mean_rank"],
+                 rec["R@5"], rec["MedR"])
+        return rec
+
+    def __call__(self, m: dict) -> None:
+        if self.callback is not None:
+            self.callback(m)
+        if "eval" in m or self.trainer is None or m["step"] % self.every:
+            return
+        rec = self.score(self.trainer.model, m["step"])
+        if self.callback is not None:
+            self.callback({"step": m["step"], "validation": rec})
+
+
 # -- plots --------------------------------------------------------------------------------------
 def plot_losses(metrics_path: Path, out_path: Path) -> Path:
     import matplotlib
@@ -201,39 +266,60 @@ def run_demo(out: str | os.PathLike, *, minutes: float = 10.0, preset: str = "ti
         minutes: time budget of the pretraining phase (window decoding + optimisation).
         preset: training preset (``tiny``; larger ones want a GPU and more ``minutes``).
         device: "cpu", "cuda" or "auto".
-        clips: pretraining clips to generate (default 200 for tiny).
-        corpus: use an existing ``vatt data synth`` output instead of generating one.
+        clips: pretraining clips to generate (default :func:`default_clips`: 100 per minute, >= 200).
+        windows_per_clip: augmented windows decoded per clip (default :func:`default_windows`).
+        corpus: use an existing ``vatt data synth`` output instead of generating one (it needs a
+            ``validation/`` split, generator version 2).
         overrides: training config overrides (``key=value``), as for ``vatt pretrain``.
-        steps: a fixed number of pretraining steps instead of filling ``minutes`` (tests).
+        steps: a fixed number of pretraining steps instead of filling ``minutes`` (no time limit, no
+            pass bound; ``minutes`` still sizes the default corpus).
         progress: phases (corpus, decoding, evaluation); see :mod:`vatt.progress`.
-        callback: the trainer's per-step metrics callback (the CLI's training bar).
+        callback: the trainer's per-step metrics callback (the CLI's training bar); it also gets
+            ``{"step", "validation": {...}}`` after each validation score.
     """
+    t_start = time.perf_counter()
+    threads = torch.get_num_threads()
+    try:
+        return _run_demo(out, minutes, preset, device, clips, windows_per_clip, overrides, corpus, steps, num_workers,
+                         progress, callback, seed, t_start, threads)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run_demo(out, minutes, preset, device, clips, windows_per_clip, overrides, corpus, steps, num_workers, progress,
+              callback, seed, t_start, threads) -> dict:
     from . import create_model, load_model
     from .data import DataConfig, build_dataset, build_eval_dataset, make_corpus
     from .data.vocab import caption_texts
+    from .errors import InputError
     from .text import WordTokenizer
-    from .train.loop import pretrain, resolve_device
+    from .train.loop import Trainer, resolve_device
 
-    t_start = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     defaults = DEMO_DEFAULTS.get(preset, DEMO_DEFAULTS["tiny"])
-    clips = clips or defaults["clips"]
-    windows_per_clip = windows_per_clip or defaults["windows_per_clip"]
+    clips = clips or default_clips(minutes, preset)
+    windows_per_clip = windows_per_clip or default_windows(clips)
     cfg = load_train_config(preset, [f"device={device}", *overrides])
     dev = resolve_device(cfg.device)
 
     # 1. corpus
     corpus = Path(corpus) if corpus is not None else out / "corpus"
     if not (corpus / "corpus.json").is_file():
-        log.info("generating the synthetic corpus (%d clips) in %s", clips, corpus)
-        start_phase(progress, sum(_counts(clips).values()), "synthetic corpus", "file")
+        sizes = {"labelled_train": min(defaults["probe_train"], 2 * clips),
+                 "labelled_test": min(defaults["probe_test"], clips)}
+        log.info("generating the synthetic corpus (%d pretraining clips) in %s", clips, corpus)
+        start_phase(progress, sum(_counts(clips, **sizes).values()), "synthetic corpus", "file")
         make_corpus(corpus, clips=clips, seed=seed, workers=max(1, min(2, os.cpu_count() or 1)),
-                    progress=(lambda n=1: advance(progress, n)) if progress else None)
+                    progress=(lambda n=1: advance(progress, n)) if progress else None,
+                    label=defaults["probe_label"], **sizes)
     meta = json.loads((corpus / "corpus.json").read_text())
     src = {k: str(corpus / v) for k, v in meta["sources"].items()}
+    if "validation" not in src:
+        raise InputError(f"{corpus} has no validation/ split (made by an older `vatt data synth`); "
+                         "generate it again or leave out --corpus")
 
-    # 2. vocabulary and decoded training windows
+    # 2. vocabulary, decoded training windows, the validation set
     t_train = time.perf_counter()
     vocab = WordTokenizer.build(caption_texts([src["pretrain"]]))
     model_cfg = cfg.model_config()
@@ -242,25 +328,51 @@ def run_demo(out: str | os.PathLike, *, minutes: float = 10.0, preset: str = "ti
     dataset = build_dataset(train_sources, dcfg, vocab, train=True, seed=cfg.seed)
     windows, data_stats = cache_windows(dataset, windows_per_clip, seed=cfg.seed, num_workers=num_workers,
                                         progress=progress)
+    train_clips = len(dataset)
+    val_set = materialise(build_eval_dataset(src["validation"], dcfg, vocab, num_windows=4), progress,
+                          "decoding validation set")
 
-    # 3. pretraining, sized to the budget
+    # 3. pretraining, sized to the budget and bounded in passes over the clips
     left = minutes * 60 - (time.perf_counter() - t_train)
+    max_steps = max(10, MAX_PASSES * train_clips // cfg.batch_size)
+    fixed = steps is not None
     if steps is None:
         # A shared CPU's speed varies: plan 1.5x the steps the measured speed allows and let the
         # time limit end the run (the schedule is then cut, not stretched); an idle machine
         # finishes the whole schedule early instead of idling.
         per_step = _seconds_per_step(cfg, windows, vocab, out / ".step-probe")
-        steps = max(10, int(1.5 * left / per_step))
-        log.info("planning %d steps (%.2f s/step measured, %.1f min left)", steps, per_step, left / 60)
+        if threads > 1 and dev.type == "cpu":
+            # On a CPU shared with other jobs, intra-op threads wait for each other (measured here at
+            # load 8 on 2 cores: 2.5 s a step with 2 threads, 0.6 s with 1): keep the faster.
+            torch.set_num_threads(1)
+            one = _seconds_per_step(cfg, windows, vocab, out / ".step-probe")
+            log.info("%.2f s/step with %d threads, %.2f s/step with 1", per_step, threads, one)
+            if one < per_step:
+                per_step = one
+            else:
+                torch.set_num_threads(threads)
+        steps = min(max_steps, max(10, int(1.5 * left / per_step)))
+        log.info("planning %d steps (%.2f s/step measured, %.1f min left, at most %d passes = %d steps)", steps,
+                 per_step, left / 60, MAX_PASSES, max_steps)
     warmup = min(cfg.optim.warmup_steps, max(1, steps // 10))
     cfg = cfg.override({"steps": steps, "optim.warmup_steps": warmup, "checkpoint_every": max(50, steps // 5),
-                        "data.num_workers": 0, "max_minutes": max(0.5, left / 60) if minutes else 0.0})
+                        "data.num_workers": 0,
+                        "max_minutes": max(0.5, left / 60) if minutes and not fixed else 0.0})
     cfg.command = f"vatt demo --out {out} --minutes {minutes} --preset {preset} --device {device}"
-    result = pretrain(cfg, windows, out / "run", vocab=vocab, callback=callback)
+    selector = CheckpointSelector(val_set, max(10, steps // VALIDATION_EVALS), str(dev), callback)
+    trainer = Trainer(cfg, windows, out / "run", vocab=vocab, callback=selector)
+    selector.trainer = trainer
+    result = trainer.fit()
+    if not selector.history or selector.history[-1]["step"] != result.step:
+        selector.score(trainer.model, result.step)  # the last weights compete too
+    best_score, best_step, best_state = selector.best
+    trainer.model.load_state_dict(best_state)
+    trainer.model.save_pretrained(out / "model")
+    del trainer
     train_seconds = time.perf_counter() - t_train
 
-    # 4. evaluation: the trained model vs the same architecture at random initialisation
-    trained = load_model(out / "run", device=dev)  # run/model: written at the end or the time limit
+    # 4. evaluation: the selected weights vs the same architecture at random initialisation
+    trained = load_model(out / "model", device=dev)
     torch.manual_seed(cfg.seed)
     random_init = create_model(cfg.model, vocab=vocab, **cfg.model_overrides).to(dev).eval()
     retrieval_set = materialise(build_eval_dataset(src["retrieval"], dcfg, vocab, num_windows=4), progress,
@@ -290,14 +402,21 @@ def run_demo(out: str | os.PathLike, *, minutes: float = 10.0, preset: str = "ti
         "linear_probe": {"pretrained": results["pretrained"]["linear_probe"]["accuracy"],
                          "random_init": results["random_init"]["linear_probe"]["accuracy"],
                          "chance": results["pretrained"]["linear_probe"]["chance"],
-                         "classes": classes, "num_train": len(probe_train), "num_test": len(probe_test),
+                         "classes": classes, "label": meta.get("label"), "num_train": len(probe_train),
+                         "num_test": len(probe_test),
                          "classifier": "logistic", "features": "video AGG, 4 windows averaged at test"},
-        "train": {"steps": result.step, "seconds": round(result.seconds, 1),
+        "train": {"steps": result.step, "planned_steps": steps, "max_steps": max_steps,
+                  "passes": round(result.step * cfg.batch_size / train_clips, 1), "train_clips": train_clips,
+                  "seconds": round(result.seconds, 1),
                   "clips_per_second": round(result.clips_per_second, 2), "final_loss": result.final_loss,
                   "phase_seconds": round(train_seconds, 1), "stopped": result.stopped,
                   "batch_size": cfg.batch_size, "windows_cached": len(windows), "data": data_stats},
+        "checkpoint": {"step": best_step, "selected_by": "validation mean rank (text<->video)",
+                       "validation_mean_rank": round(best_score, 3), "num_validation": len(val_set),
+                       "path": str(out / "model"), "history": selector.history},
         "config": {"preset": preset, "device": str(dev), "minutes": minutes, "clips": meta["counts"],
-                   "vocab_size": len(vocab), "seed": seed},
+                   "windows_per_clip": windows_per_clip, "vocab_size": len(vocab), "seed": seed,
+                   "threads": torch.get_num_threads()},
         "total_seconds": round(time.perf_counter() - t_start, 1),
         "plots": sorted(p.name for p in plots.glob("*.png")),
     }
@@ -307,10 +426,10 @@ def run_demo(out: str | os.PathLike, *, minutes: float = 10.0, preset: str = "ti
     return report
 
 
-def _counts(clips: int) -> dict:
+def _counts(clips: int, **sizes) -> dict:
     from .data.synth import default_counts
 
-    return default_counts(clips)
+    return default_counts(clips, **sizes)
 
 
 def _fmt(x) -> str:
@@ -324,10 +443,15 @@ def format_report_table(report: dict) -> str:
     for k in ("R@1", "R@5", "R@10", "MedR"):
         chance = _fmt(rr["chance_R@1"]) if k == "R@1" else ""
         rows.append((f"text->video {k}", _fmt(rr["pretrained"][k]), _fmt(rr["random_init"][k]), chance))
-    rows.append(("linear probe accuracy", _fmt(lp["pretrained"]), _fmt(lp["random_init"]), _fmt(lp["chance"])))
+    label = f" ({lp['label']})" if lp.get("label") else ""
+    rows.append((f"linear probe accuracy{label}", _fmt(lp["pretrained"]), _fmt(lp["random_init"]), _fmt(lp["chance"])))
     table = format_table(rows, ("", "pretrained", "random init", "chance"))
-    return (table + "\n\n" + f"pretraining: {tr['steps']} steps in {tr['seconds']:.0f} s "
-            f"({tr['clips_per_second']:.1f} clips/s), final loss {tr['final_loss']:.3f}")
+    ck = report["checkpoint"]
+    return (table + "\n\n" + f"pretraining: {tr['steps']} steps of {tr['batch_size']} clips in {tr['seconds']:.0f} s "
+            f"({tr['clips_per_second']:.1f} clips/s), {tr['passes']:.0f} passes over {tr['train_clips']} clips, "
+            f"final loss {tr['final_loss']:.3f}\n"
+            f"evaluated: the weights of step {ck['step']} (best of {len(ck['history'])} validation scores on "
+            f"{ck['num_validation']} other held-out clips)")
 
 
 def format_report_markdown(report: dict) -> str:

@@ -49,8 +49,10 @@ def register(sub) -> None:
     d.add_argument("--minutes", type=float, default=10.0, help="pretraining time budget (default: 10)")
     d.add_argument("--preset", default="tiny", help="training preset (default: tiny)")
     d.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
-    d.add_argument("--clips", type=int, default=None, help="pretraining clips to generate (default: by preset)")
-    d.add_argument("--steps", type=int, default=None, help="a fixed number of pretraining steps instead of --minutes")
+    d.add_argument("--clips", type=int, default=None,
+                   help="pretraining clips to generate (default: 100 per minute of budget, at least 200)")
+    d.add_argument("--steps", type=int, default=None,
+                   help="a fixed number of pretraining steps, no time limit (--minutes still sizes the corpus)")
     d.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                    help="training config overrides, as for pretrain")
     d.set_defaults(func=run_demo)
@@ -119,6 +121,11 @@ def run_pretrain(args) -> int:
 
 # -- demo ------------------------------------------------------------------------------------------
 def _training_bar(bar: TrainingBar, m: dict) -> None:
+    if "validation" in m:  # the demo's checkpoint choice, on held-out clips that are not the test clips
+        v = m["validation"]
+        bar.bar.write(f"step {v['step']}: validation mean rank {v['mean_rank']:.1f} "
+                      f"(text->video R@5 {v['R@5']:.3f}, median rank {v['MedR']:g})")
+        return
     bar.total = m.get("total_steps", bar.total)  # the demo plans its steps after the bar exists
     bar(m)
 
@@ -130,11 +137,12 @@ def run_demo(args) -> int:
     try:
         report = demo(args.out, minutes=args.minutes, preset=args.preset, device=args.device, clips=args.clips,
                       steps=args.steps, overrides=args.overrides, progress=bars,
-                      callback=lambda m: _training_bar(training, m))
+                      callback=lambda m: (bars.close(), _training_bar(training, m)))  # phase bar ends
     finally:
         bars.close()
         training.close()
     print()
     print(format_report_table(report))
-    print(f"\nreport: {os.path.join(args.out, 'report.md')}")
+    print(f"\nreport: {os.path.join(args.out, 'report.md')} (plots in {os.path.join(args.out, 'plots')}, "
+          f"evaluated model in {os.path.join(args.out, 'model')})")
     return 0

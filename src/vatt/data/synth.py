@@ -15,8 +15,11 @@ sometimes an off-topic sentence, and timing jittered off the action. Layout of `
 
     pretrain/*.mp4 + .srt          video + audio + narration (pretraining)
     audio_only/*.wav               the sounds alone (22.05 kHz, no video, no text)
-    labelled/{train,test}.csv      path,label (label = shape) + labelled/media/*.mp4, classes.txt
+    labelled/{train,test}.csv      path,label (label = shape, or ``label=`` another attribute)
+                                   + labelled/media/*.mp4, classes.txt
     retrieval/*.mp4 + .srt         held-out clips, every cue describes its clip (zero-shot retrieval)
+    validation/*.mp4 + .srt        like retrieval/, other clips of the same combinations: for choosing
+                                   a checkpoint without looking at the test clips
     attributes.csv                 path,shape,colour,motion,fps,duration of every file (ground truth)
     corpus.json                    seed, counts, classes, attributes, generator version
 
@@ -41,7 +44,7 @@ from ..errors import InputError
 
 log = logging.getLogger(__name__)
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: validation/ split; labelled and validation sizes can be set
 WIDTH, HEIGHT = 128, 96
 SAMPLE_RATE = 16000
 WAV_RATE = 22050
@@ -213,39 +216,53 @@ def _make_job(job: tuple) -> tuple[str, str]:
         return rel, spec
     frames = render_frames(spec, rng)
     audio = render_sound(spec, rng)
-    folder = {"pretrain": "pretrain", "retrieval": "retrieval", "train": "labelled/media", "test": "labelled/media"}[subset]
+    folder = {"pretrain": "pretrain", "retrieval": "retrieval", "validation": "validation", "train": "labelled/media",
+              "test": "labelled/media"}[subset]
     rel = f"{folder}/{name}.mp4"
     atomic_write_bytes(out / rel, encode_mp4(frames, spec.fps, audio))
-    if subset in ("pretrain", "retrieval"):
+    if subset in ("pretrain", "retrieval", "validation"):
         write_srt(narration(spec, rng, distractors=subset == "pretrain"), (out / rel).with_suffix(".srt"))
     return rel, spec
 
 
-def default_counts(clips: int) -> dict[str, int]:
-    """Files per subset for ``clips`` pretraining clips."""
+def default_counts(clips: int, *, labelled_train: int | None = None, labelled_test: int | None = None,
+                   validation: int | None = None) -> dict[str, int]:
+    """Files per subset for ``clips`` pretraining clips. By default the labelled splits are
+    ``clips / 2`` and ``clips / 4`` clips and ``validation`` as many clips as ``retrieval``."""
     if clips < 1:
         raise InputError(f"clips must be >= 1, got {clips}")
+    retrieval = max(4, min(len(SHAPES) * len(COLOURS) * len(MOTIONS), clips // 4))
     return {
         "pretrain": clips,
         "audio_only": max(1, clips // 4),
-        "train": max(len(SHAPES), clips // 2),
-        "test": max(len(SHAPES), clips // 4),
-        "retrieval": max(4, min(len(SHAPES) * len(COLOURS) * len(MOTIONS), clips // 4)),
+        "train": max(len(SHAPES), clips // 2 if labelled_train is None else labelled_train),
+        "test": max(len(SHAPES), clips // 4 if labelled_test is None else labelled_test),
+        "retrieval": retrieval,
+        "validation": retrieval if validation is None else max(0, validation),
     }
 
 
 def make_corpus(out: str | os.PathLike, clips: int = 200, seed: int = 0, workers: int = 1,
-                progress: Callable[[int], None] | None = None) -> dict:
+                progress: Callable[[int], None] | None = None, *, labelled_train: int | None = None,
+                labelled_test: int | None = None, validation: int | None = None, label: str = "shape") -> dict:
     """Write the demo corpus to ``out`` (layout in the module docstring); returns corpus.json's content.
 
-    Labelled train/test clips cycle through the shapes so classes are balanced; retrieval clips
-    take distinct (shape, colour, motion) combinations so each caption set points at one clip.
+    Labelled train/test clips cycle through the shapes so classes are balanced; retrieval and
+    validation clips take distinct (shape, colour, motion) combinations so each caption set points
+    at one clip. Every subset draws its clips from its own seeds, so no file of one is in another.
+    ``labelled_train``, ``labelled_test``, ``validation``: sizes instead of :func:`default_counts`'s.
+    ``label``: the attribute the labelled splits are labelled (and balanced) by: "shape"
+    (default), "colour" or "motion"; every clip still has all three attributes.
     """
     if workers < 1:
         raise InputError(f"workers must be >= 1, got {workers}")
-    counts = default_counts(clips)
+    values = {"shape": SHAPES, "colour": COLOURS, "motion": MOTIONS}
+    if label not in values:
+        raise InputError(f"label must be one of {sorted(values)}, got {label!r}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    counts = default_counts(clips, labelled_train=labelled_train, labelled_test=labelled_test,
+                            validation=validation)
     combos = list(itertools.product(SHAPES, COLOURS, MOTIONS))
     order = np.random.default_rng([seed, 99]).permutation(len(combos))
     jobs = []
@@ -254,8 +271,13 @@ def make_corpus(out: str | os.PathLike, clips: int = 200, seed: int = 0, workers
             combo = None
             if subset in ("train", "test"):
                 r = _rng(seed, subset + "/combo", i)
-                combo = (SHAPES[i % len(SHAPES)], COLOURS[r.integers(4)], MOTIONS[r.integers(3)])
-            elif subset == "retrieval":
+                if label == "shape":  # the original draw: shape-labelled corpora are unchanged
+                    combo = (SHAPES[i % len(SHAPES)], COLOURS[r.integers(4)], MOTIONS[r.integers(3)])
+                else:
+                    drawn = [SHAPES[r.integers(4)], COLOURS[r.integers(4)], MOTIONS[r.integers(3)]]
+                    drawn[("shape", "colour", "motion").index(label)] = values[label][i % len(values[label])]
+                    combo = tuple(drawn)
+            elif subset in ("retrieval", "validation"):
                 combo = combos[order[i % len(combos)]]
             jobs.append((str(out), subset, i, seed, combo))
     results = []
@@ -273,9 +295,10 @@ def make_corpus(out: str | os.PathLike, clips: int = 200, seed: int = 0, workers
             if progress:
                 progress(1)
     for split in ("train", "test"):
-        rows = ["path,label"] + [f"{rel.removeprefix('labelled/')},{spec.label}" for (rel, spec), job in zip(results, jobs) if job[1] == split]
+        rows = ["path,label"] + [f"{rel.removeprefix('labelled/')},{getattr(spec, label)}"
+                                 for (rel, spec), job in zip(results, jobs) if job[1] == split]
         atomic_write_text(out / "labelled" / f"{split}.csv", "\n".join(rows) + "\n")
-    atomic_write_text(out / "labelled" / "classes.txt", "\n".join(SHAPES) + "\n")
+    atomic_write_text(out / "labelled" / "classes.txt", "\n".join(values[label]) + "\n")
     table = ["path,shape,colour,motion,fps,duration"] + [
         f"{rel},{sp.shape},{sp.colour},{sp.motion},{sp.fps},{sp.duration}" for rel, sp in results
     ]
@@ -285,15 +308,17 @@ def make_corpus(out: str | os.PathLike, clips: int = 200, seed: int = 0, workers
         "version": GENERATOR_VERSION,
         "seed": seed,
         "counts": {"pretrain": counts["pretrain"], "audio_only": counts["audio_only"], "labelled_train": counts["train"],
-                   "labelled_test": counts["test"], "retrieval": counts["retrieval"]},
-        "classes": list(SHAPES),
-        "label": "shape",
+                   "labelled_test": counts["test"], "retrieval": counts["retrieval"],
+                   "validation": counts["validation"]},
+        "classes": list(values[label]),
+        "label": label,
         "attributes": {"shape": list(SHAPES), "colour": list(COLOURS), "motion": list(MOTIONS)},
         "video": {"width": WIDTH, "height": HEIGHT, "fps": list(FPS_CHOICES), "codec": "h264"},
         "audio": {"sample_rate": SAMPLE_RATE, "codec": "aac", "audio_only_rate": WAV_RATE},
         "clip_seconds": [2.4, 3.4],
         "sources": {"pretrain": "pretrain", "audio_only": "audio_only", "train": "labelled/train.csv",
-                    "test": "labelled/test.csv", "retrieval": "retrieval"},
+                    "test": "labelled/test.csv", "retrieval": "retrieval"}
+                   | ({"validation": "validation"} if counts["validation"] else {}),
     }
     atomic_write_json(out / "corpus.json", meta)
     log.info("wrote %d files to %s", len(jobs), out)
