@@ -3,6 +3,7 @@ in :mod:`vatt.data`."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 
@@ -25,12 +26,21 @@ def _synth(args) -> int:
 def _prepare(args) -> int:
     from tqdm import tqdm
 
-    from ..data.prepare import prepare_shards
+    from ..data.prepare import ClipFormat, prepare_shards
 
+    fmt = ClipFormat()
+    if args.train_format:
+        from ..config import get_config
+        from ..data import DataConfig
+
+        fmt = ClipFormat.training(DataConfig.from_model_config(get_config(args.train_format)))
+    over = {k: v for k, v in (("fps", args.fps), ("sample_rate", args.sample_rate), ("keyframe_seconds", args.keyframe_seconds)) if v}
+    if over or args.fast_decode:
+        fmt = dataclasses.replace(fmt, **over, fast_decode=fmt.fast_decode or args.fast_decode, reencode=True)
     bar = tqdm(desc="prepare", unit="file")
     try:
         report = prepare_shards(args.src, args.out, clip_seconds=args.clip_seconds, max_count=args.max_count,
-                                workers=args.workers, max_side=args.max_side, progress=bar.update,
+                                workers=args.workers, max_side=args.max_side, fmt=fmt, progress=bar.update,
                                 total=lambda n: setattr(bar, "total", n) or bar.refresh())
     finally:
         bar.close()
@@ -80,6 +90,8 @@ def _vocab_build(args) -> int:
 
 
 def register(sub) -> None:
+    from ..config import list_presets
+
     data = sub.add_parser("data", help="build, convert and check media datasets")
     dsub = data.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
 
@@ -97,6 +109,13 @@ def register(sub) -> None:
     p.add_argument("--max-count", type=int, default=256, help="samples per shard")
     p.add_argument("--max-side", type=int, default=360, help="shorter side of re-encoded clips (px)")
     p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--train-format", metavar="PRESET", choices=list_presets(),
+                   help="store clips ready for training this model preset (its frame rate, audio rate and "
+                        "resize, a keyframe every second, fast-decoding H.264): ~9x cheaper to read; see docs/DATA.md")
+    p.add_argument("--fps", type=float, help="stored frame rate (default: the source's, or the preset's)")
+    p.add_argument("--sample-rate", type=int, help="stored audio rate, Hz, mono (default: the source's, or the preset's)")
+    p.add_argument("--keyframe-seconds", type=float, help="seconds between keyframes (default 1)")
+    p.add_argument("--fast-decode", action="store_true", help="H.264 tuned for decoding speed (x264 tune=fastdecode)")
     p.set_defaults(func=_prepare)
 
     p = dsub.add_parser("check", help="decode every sample as training would; count good and bad by reason")
