@@ -29,7 +29,11 @@ log = logging.getLogger(__name__)
 # ~800 MB per frame in RGB before resizing.
 MAX_FRAME_PIXELS = 8192 * 8192
 _EPS = 1e-4  # seconds; tolerance when comparing a frame time with a target time
-_SKIP_MARGIN = 0.5  # seconds before a window from which every frame is decoded again
+# Before a window, non-reference frames are skipped until this many seconds before it: three frame
+# periods of the stream's average rate (within 0.1-0.5 s). Every frame from there on is decoded, so
+# the frame shown at the window start is exact unless a variable-rate stream has a gap of more
+# than three average periods just before it.
+_SKIP_PERIODS, _SKIP_MIN, _SKIP_MAX = 3.0, 0.1, 0.5
 
 
 class MediaError(DataError):
@@ -248,7 +252,9 @@ class MediaReader:
 
         # Before the window, skip decoding frames no other frame depends on (B-frames): after a
         # seek FFmpeg restarts at the previous keyframe, which can be seconds before the window.
-        skipping = self._v is not None and times is not None and start - _SKIP_MARGIN > 0
+        fps = self.info.fps
+        margin = min(_SKIP_MAX, max(_SKIP_MIN, _SKIP_PERIODS / fps)) if fps > 0 else _SKIP_MAX
+        skipping = self._v is not None and times is not None and start - margin > 0
         if skipping:
             self._v.codec_context.skip_frame = "NONREF"
         # Packet times as floats (Fraction arithmetic per packet cost ~10% of a prepared clip's read).
@@ -259,7 +265,7 @@ class MediaReader:
             if packet.stream.type == "video":
                 if v_done:
                     continue
-                if skipping and (ptime is None or ptime >= start - _SKIP_MARGIN):
+                if skipping and (ptime is None or ptime >= start - margin):
                     self._v.codec_context.skip_frame = "DEFAULT"
                     skipping = False
                 for frame in packet.decode():
