@@ -34,7 +34,8 @@ def _prepare(args) -> int:
         from ..data import DataConfig
 
         fmt = ClipFormat.training(DataConfig.from_model_config(get_config(args.train_format)))
-    over = {k: v for k, v in (("fps", args.fps), ("sample_rate", args.sample_rate), ("keyframe_seconds", args.keyframe_seconds)) if v}
+    over = {k: v for k, v in (("fps", args.fps), ("sample_rate", args.sample_rate),
+                              ("keyframe_seconds", args.keyframe_seconds), ("crf", args.crf)) if v}
     if over or args.fast_decode:
         fmt = dataclasses.replace(fmt, **over, fast_decode=fmt.fast_decode or args.fast_decode, reencode=True)
     bar = tqdm(desc="prepare", unit="file")
@@ -116,6 +117,7 @@ def register(sub) -> None:
     p.add_argument("--sample-rate", type=int, help="stored audio rate, Hz, mono (default: the source's, or the preset's)")
     p.add_argument("--keyframe-seconds", type=float, help="seconds between keyframes (default 1)")
     p.add_argument("--fast-decode", action="store_true", help="H.264 tuned for decoding speed (x264 tune=fastdecode)")
+    p.add_argument("--crf", type=int, help="H.264 quality of re-encoded clips, x264 CRF (default 20; 23 with --train-format)")
     p.set_defaults(func=_prepare)
 
     p = dsub.add_parser("check", help="decode every sample as training would; count good and bad by reason")

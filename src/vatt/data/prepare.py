@@ -40,6 +40,8 @@ class ClipFormat:
         short_side: shorter side of stored frames, px (scaled down only); overrides ``max_side``.
         keyframe_seconds: seconds between keyframes.
         fast_decode: H.264 ``tune=fastdecode``.
+        crf: H.264 quality (x264 CRF; 23 is x264's default, lower is better and larger). Decoding
+            time grows with the bits per frame: CRF 23 reads ~10% faster than 20 and is ~40% smaller.
         reencode: re-encode every file, also the short ones that would be stored as is.
     """
 
@@ -48,14 +50,16 @@ class ClipFormat:
     short_side: int | None = None
     keyframe_seconds: float = 1.0
     fast_decode: bool = False
+    crf: int = 20
     reencode: bool = False
 
     @classmethod
     def training(cls, cfg) -> "ClipFormat":
         """The format for training with ``cfg`` (a :class:`DataConfig`): its frame rate, its audio
-        rate, shorter side = its resize (rounded up to even, as H.264 4:2:0 needs), fast decoding."""
+        rate, shorter side = its resize (rounded up to even, as H.264 4:2:0 needs), fast decoding at
+        x264's default quality (CRF 23)."""
         return cls(fps=float(cfg.fps), sample_rate=int(cfg.sample_rate), short_side=int(cfg.resize + cfg.resize % 2),
-                   fast_decode=True, reencode=True)
+                   fast_decode=True, crf=23, reencode=True)
 
 
 def _segments(duration: float, clip_seconds: float, min_seconds: float) -> list[tuple[float, float]]:
@@ -102,7 +106,7 @@ def cut_clips(ref: ClipRef, clip_seconds: float = 10.0, max_side: int = 360, min
                     H, W = w.frames.shape[1:3]
                     frames = w.frames[:, : H - H % 2, : W - W % 2]  # H.264 4:2:0 needs even sizes
                 gop = max(1, int(round(fps * fmt.keyframe_seconds)))
-                media = (encode_mp4(frames, fps, w.audio, rate=rate, gop=gop, fast_decode=fmt.fast_decode)
+                media = (encode_mp4(frames, fps, w.audio, rate=rate, gop=gop, fast_decode=fmt.fast_decode, crf=fmt.crf)
                          if (frames is not None or w.audio is not None) else b"")
                 ext = "mp4" if frames is not None else "m4a"
                 if not media:
