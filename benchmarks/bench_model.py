@@ -346,7 +346,8 @@ def render_data(d: dict) -> list[str]:
              f"{env.get('load_average_start')} -> {env.get('load_average_end')} on {env.get('cpu_count')} shared cores.", ""]
     pc = d.get("per_core")
     if pc:
-        lines += ["| clips/s per core (1 process, 1 torch thread) | demo geometry | paper geometry |", "|---|---:|---:|"]
+        lines += ["| clips per CPU-second (= per core; 1 process, 1 torch thread) | demo geometry | paper geometry |",
+                  "|---|---:|---:|"]
         for label, key in (("web-like source (decode + augment)", "raw_clips_s"),
                            ("prepared with `--train-format` (decode + augment)", "prepared_clips_s"),
                            ("naive decoder (every frame, source size, RGB + audio; no augment)", "naive_clips_s"),
@@ -354,11 +355,13 @@ def render_data(d: dict) -> list[str]:
                            ("prepared / web-like source", "prepared_vs_raw"),
                            ("decode share of the prepared clip", "prepared_decode_share")):
             lines.append(f"| {label} | {_get(pc, ('demo', key))} | {_get(pc, ('paper', key))} |")
+        wall = [_get(pc, (g, "wall_clock_clips_s", "prepared")) for g in ("demo", "paper")]
+        lines.append(f"| prepared, by the wall clock on this shared machine | {wall[0]} | {wall[1]} |")
         lines.append("")
     prof = _get(d, ("profile", "paper"))
     if prof:
         names = list(prof["prepared"]["parts_ms"])
-        lines += ["| paper clip profile, ms per clip | " + " | ".join(names) + " | total |", "|---|" + "---:|" * (len(names) + 1)]
+        lines += ["| paper clip profile, CPU ms per clip | " + " | ".join(names) + " | total |", "|---|" + "---:|" * (len(names) + 1)]
         for kind in ("raw", "prepared"):
             r = prof[kind]
             lines.append(f"| {kind} | " + " | ".join(str(r["parts_ms"][n]) for n in names) + f" | {r['ms_per_clip']} |")

@@ -123,3 +123,32 @@ def test_prepare_train_format_option_stores_the_presets_rates(web_source, tmp_pa
     first = next(iter_tar_samples(str(out / "shard-00000.tar")))
     _, info = read(first["mp4"], 0.0)
     assert (info.fps, info.sample_rate, info.channels, info.height) == (10.0, 16000, 1, H)  # 48 < 74: never scaled up
+
+
+def test_loader_workers_reuse_freed_memory_instead_of_faulting_it_in_again():
+    # Augmenting paper-geometry clips allocates and frees ~20 MB arrays clip after clip; after
+    # keep_freed_memory() (called by every loader worker) glibc reuses them instead of mapping
+    # fresh zero pages (page faults counted, not time).
+    code = """
+import resource, sys, numpy as np, torch
+from vatt.data import DataConfig, transforms
+from vatt.data.loader import keep_freed_memory
+torch.set_num_threads(1)
+if sys.argv[1] == "1" and not keep_freed_memory():
+    print(-1); raise SystemExit
+cfg = DataConfig(num_frames=32, crop_size=224, sample_rate=48000, num_samples=153600)
+frames = np.random.default_rng(0).integers(0, 256, (32, 256, 454, 3), dtype=np.uint8)
+rng = np.random.default_rng(0)
+for _ in range(4):
+    transforms.train_video(frames, cfg, rng)
+f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(6):
+    transforms.train_video(frames, cfg, rng)
+print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0) // 6)
+"""
+    faults = [int(subprocess.run([sys.executable, "-c", code, flag], capture_output=True, text=True, check=True).stdout)
+              for flag in ("0", "1")]
+    if faults[1] < 0:
+        pytest.skip("not glibc")
+    assert faults[0] > 2000  # default: the clip's float arrays are faulted in afresh (~19 MB = 4,700 pages each)
+    assert faults[1] < faults[0] / 10
