@@ -196,6 +196,22 @@ def test_fast_train_augmentation_equals_the_step_by_step_reference(shape):
             assert torch.allclose(out, ref, atol=1e-5), (mode, seed, float((out - ref).abs().max()))
 
 
+def test_train_augmentation_is_the_same_in_a_worker_and_in_the_main_process():
+    # Workers run one torch thread, the main process (num_workers=0) several: same clip, same bits.
+    frames = np.random.default_rng(3).integers(0, 256, size=(8, 96, 128, 3), dtype=np.uint8)
+    cfg = DataConfig()
+    before = torch.get_num_threads()
+    try:
+        outs = []
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            outs.append([transforms.train_video(frames, cfg, np.random.default_rng(s)) for s in range(8)])
+            assert torch.get_num_threads() == threads  # left as it was
+    finally:
+        torch.set_num_threads(before)
+    assert all(torch.equal(a, b) for a, b in zip(*outs))
+
+
 def test_class_per_folder_of_audio_files_is_a_labelled_set(synth_corpus, tmp_path):
     wavs = sorted((synth_corpus / "audio_only").glob("*.wav"))[:4]
     for i, w in enumerate(wavs):

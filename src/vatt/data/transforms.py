@@ -108,6 +108,21 @@ def color_jitter(x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
     return torch.addmm(off, x.reshape(-1, 3), lin.T).reshape(x.shape).clamp_(0.0, 1.0)
 
 
+class _OneThread:
+    """Run torch ops on one thread (a no-op in loader workers, which have one already): oneDNN's
+    convolution and parallel reductions round differently with other thread counts, and a clip
+    must come out bit-identical in a worker and in the main process (``num_workers=0``)."""
+
+    def __enter__(self):
+        self.n = torch.get_num_threads()
+        if self.n != 1:
+            torch.set_num_threads(1)
+
+    def __exit__(self, *exc):
+        if self.n != 1:
+            torch.set_num_threads(self.n)
+
+
 def train_video(frames: np.ndarray, cfg: DataConfig, rng: np.random.Generator) -> torch.Tensor:
     """uint8 ``[T, H, W, 3]`` -> augmented float32 ``[T, crop, crop, 3]`` in [-1, 1].
 
@@ -123,9 +138,10 @@ def train_video(frames: np.ndarray, cfg: DataConfig, rng: np.random.Generator) -
         x = x.flip(3)
     x = x.to(torch.float32, memory_format=torch.channels_last)  # NCHW conv over this layout is ~20x slower
     if cfg.color_jitter and rng.random() < cfg.color_jitter_prob:
-        lin, off = _jitter_affine(x.mean(dim=(0, 2, 3)) / 255.0, rng)
-        # clip(lin x/255 + off, 0, 1) * 2 - 1 == clip((2/255) lin x + (2 off - 1), -1, 1)
-        y = F.conv2d(x, (lin * (2.0 / 255.0))[:, :, None, None], off * 2.0 - 1.0).clamp_(-1.0, 1.0)
+        with _OneThread():
+            lin, off = _jitter_affine(x.mean(dim=(0, 2, 3)) / 255.0, rng)
+            # clip(lin x/255 + off, 0, 1) * 2 - 1 == clip((2/255) lin x + (2 off - 1), -1, 1)
+            y = F.conv2d(x, (lin * (2.0 / 255.0))[:, :, None, None], off * 2.0 - 1.0).clamp_(-1.0, 1.0)
     else:
         y = x.mul_(2.0 / 255.0).sub_(1.0)
     return y.permute(0, 2, 3, 1).contiguous()  # channels-last memory: the permute is free
