@@ -44,6 +44,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+from vatt.train import perf  # noqa: E402  (autocast and MFU helpers shared with the training loop)
+
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results"
 MODEL_KEYS = ("matmul_peak_gflops", "train_step", "droptoken_speedup", "vs_timm", "memory", "model_bench_env")
@@ -82,7 +85,7 @@ def interleaved_seconds(fns: dict, reps: int, warmup: int = 1) -> dict:
 
 
 def autocast(dtype: str):
-    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bf16")
+    return perf.autocast("cpu", dtype)  # the training loop's own precision helper
 
 
 # -- 1. matmul peak ---------------------------------------------------------------------------

@@ -32,31 +32,7 @@ from results_file import RESULTS, merge_results
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 import vatt  # noqa: E402
 from vatt.objective import VattObjective  # noqa: E402
-
-# Dense (no sparsity) bf16 tensor-core peaks, TFLOP/s, from the vendors' data sheets.
-BF16_PEAK_TFLOPS = {"H200": 989.4, "H100 SXM": 989.4, "H100 80GB HBM3": 989.4, "H100 PCIe": 756.0,
-                    "H100": 989.4, "A100": 312.0, "L40S": 362.0, "A10": 125.0}
-
-
-def card_peak(name: str) -> float | None:
-    for key, tflops in BF16_PEAK_TFLOPS.items():  # most specific names first
-        if key in name:
-            return tflops * 1e12
-    return None
-
-
-def matmul_peak(device: torch.device, dtype: torch.dtype, n: int, reps: int = 10) -> float:
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    b = torch.randn(n, n, device=device, dtype=dtype)
-    times = []
-    for _ in range(reps + 2):
-        sync(device)
-        t = time.perf_counter()
-        a @ b
-        sync(device)
-        times.append(time.perf_counter() - t)
-    return 2 * n**3 / statistics.median(times[2:])
-
+from vatt.train.perf import card_peak, matmul_flops  # noqa: E402  (the helpers training's MFU uses)
 
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
@@ -128,7 +104,7 @@ def main(argv=None) -> dict:
         times.append(time.perf_counter() - t)
     step_s = statistics.median(times)
 
-    measured_peak = matmul_peak(device, torch.bfloat16 if amp_dtype else torch.float32, 8192 if device.type == "cuda" else 512)
+    measured_peak = matmul_flops(device, torch.bfloat16 if amp_dtype else torch.float32, 8192 if device.type == "cuda" else 512)
     peak = card_peak(card) if amp_dtype is not None and device.type == "cuda" else None
     result = {
         "card": card,

@@ -18,3 +18,15 @@ def test_gpu_step_smoke_writes_results(tmp_path):
     assert result["clips_per_second"] > 0 and result["step_gflop"] > 0
     assert 0 < result["mfu"] < 1.5
     assert result["final_loss"] > 0
+
+
+def test_search_bench_smoke_writes_latencies(tmp_path):
+    out = tmp_path / "search.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "search_bench.py"), "--sizes", "500",
+                           "--queries", "3", "--out", str(out), "--workdir", str(tmp_path / "work")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(out.read_text())
+    (size,) = result["sizes"]
+    assert size["windows"] == 500 and not (tmp_path / "work" / "index_500").exists()
+    assert all(size[k] > 0 for k in ("text_query_ms", "similar_query_ms", "topk_only_ms"))

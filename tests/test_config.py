@@ -92,3 +92,78 @@ def test_bad_values_are_config_errors(tmp_path):
         parse_override("video.crop_size")
     with pytest.raises(ConfigError, match="is a value, not a group"):
         apply_overrides(get_config("tiny"), {"dropout.rate": 0.1})
+
+
+# -- one engine for every config (issue 12) --------------------------------------------------------
+@pytest.mark.parametrize("loader, key, nearest", [
+    ("train", "data.augment.crop_mod", "data.augment.crop_mode"),
+    ("train", "data.augmnt.crop_mode", "data.augment"),
+    ("train", "optim.lrr", "optim.lr"),
+    ("train", "objective.temprature", "objective.temperature"),
+    ("train", "model.video.drop_rat", "video.drop_rate"),
+    ("finetune", "label_smothing", "label_smoothing"),
+    ("model", "heads.va_dimm", "heads.va_dim"),
+])
+def test_a_misspelt_key_anywhere_names_the_nearest(loader, key, nearest):
+    from vatt.eval.finetune import load_finetune_config
+    from vatt.train.config import load_train_config
+
+    load = {"train": lambda o: load_train_config("tiny", o), "finetune": lambda o: load_finetune_config("audio", o),
+            "model": lambda o: get_config("tiny", dict(parse_override(x) for x in o))}[loader]
+    with pytest.raises(ConfigError, match=f"did you mean '{nearest}'"):
+        load([f"{key}=1"])
+
+
+def test_typed_augmentation_group_from_set_and_file(tmp_path):
+    from vatt.data.config import AugmentConfig, DataConfig
+    from vatt.train.config import TrainConfig, load_train_config
+
+    cfg = load_train_config("tiny", ["data.augment.crop_mode=inception", "data.augment.scale_jitter=[0.9, 1.1, 0.5]"])
+    assert isinstance(cfg.data.augment, AugmentConfig) and cfg.data.augment.crop_mode == "inception"
+    data = DataConfig.from_model_config(cfg.model_config(), cfg.data.augment)
+    assert (data.crop_mode, data.scale_jitter, data.crop_size) == ("inception", (0.9, 1.1, 0.5), 64)
+    cfg.save(tmp_path / "c.yaml")
+    assert TrainConfig.load(tmp_path / "c.yaml") == cfg  # round trip through YAML keeps the types
+    with pytest.raises(ConfigError, match="crop_mode must be one of official, inception"):
+        load_train_config("tiny", ["data.augment.crop_mode=incepton"])
+    with pytest.raises(ConfigError, match="data.augment should be a mapping|group of settings"):
+        load_train_config("tiny", ["data.augment=5"])
+
+
+@pytest.mark.parametrize("override", [
+    "optim.lr=.nan", "optim.lr=-1", "optim.lr=.inf", "optim.lr=0", "optim.eps=-1", "optim.beta1=1", "optim.final_lr=-1",
+    "optim.warmup_steps=-1", "keep_last=-1", "max_minutes=.nan", "max_minutes=-1", "data.num_workers=-1", "seed=-1",
+    "model.video_encoder.num_heads=0", "model.video_encoder.width=0", "model.video.patch_size=[0, 16, 16]",
+    "model.video_encoder.num_layers=-1", "model.video_encoder.width=1000000000", "model_overrides=[1, 2]",
+    "data.eval_sources=5", "objective.temperature=0",
+])
+def test_every_training_value_is_validated_at_load(override):
+    from vatt.train.config import load_train_config
+
+    with pytest.raises(ConfigError) as err:
+        load_train_config("tiny", [override])
+    assert "\n" not in str(err.value)
+
+
+def test_yaml_alias_bombs_are_refused(tmp_path):
+    from vatt.train.config import TrainConfig
+
+    bomb = tmp_path / "bomb.yaml"
+    lines = ['a0: &a0 ["x", "x", "x", "x", "x", "x", "x", "x", "x"]']
+    lines += [f"a{i}: &a{i} [{', '.join(f'*a{i - 1}' for _ in range(9))}]" for i in range(1, 9)]
+    bomb.write_text("\n".join(lines) + "\nmodel: tiny\n")
+    with pytest.raises(ConfigError, match="aliases"):
+        TrainConfig.load(bomb)
+
+
+def test_finetune_config_presets_files_and_command_header(tmp_path):
+    from vatt.eval.finetune import FinetuneConfig, load_finetune_config
+
+    cfg = load_finetune_config("audio", ["steps=7", "mixup_alpha=0"])
+    assert (cfg.task, cfg.steps, cfg.mixup_alpha, cfg.lr) == ("audio", 7, 0.0, FinetuneConfig().lr)
+    cfg.command = "vatt finetune --config audio --set steps=7"
+    cfg.save(tmp_path / "ft.yaml")
+    assert (tmp_path / "ft.yaml").read_text().startswith("# vatt finetune --config audio")
+    assert load_finetune_config(str(tmp_path / "ft.yaml")) == cfg
+    with pytest.raises(ConfigError, match="did you mean 'audio'"):
+        load_finetune_config("audi")

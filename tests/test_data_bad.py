@@ -3,10 +3,9 @@
 import numpy as np
 import pytest
 
-from vatt.data import DataConfig, build_dataset, make_loader
+from vatt.data import ClipRef, DataConfig, build_dataset, load_sample, make_loader
 from vatt.data import decode as decode_mod
 from vatt.data.encode import encode_mp4
-from vatt.data import ClipRef, load_sample
 from vatt.errors import DataError
 
 CFG = DataConfig(num_frames=4, fps=10.0, crop_size=32, sample_rate=8000, num_samples=3200)

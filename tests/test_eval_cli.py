@@ -70,3 +70,20 @@ def test_finetune_command_writes_checkpoint_and_json(model_dir, synth_corpus, tm
     res = json.loads(stdout)
     assert res["steps"] == 1 and res["num_classes"] == 4 and "top1" in res
     assert json.loads((out / "checkpoint" / "state.json").read_text())["step"] == 1
+
+
+def test_finetune_config_file_and_set_like_pretraining(model_dir, synth_corpus, tmp_path, capsys):
+    lab = synth_corpus / "labelled"
+    cfg = tmp_path / "ft.yaml"
+    cfg.write_text("task: video\nsteps: 1\nbatch_size: 2\ntest_windows: 1\ntest_crops: 1\nlabel_smoothing: 0.2\n")
+    out = tmp_path / "ft"
+    code, stdout, err = _run(capsys, "finetune", "--model", model_dir, "--config", cfg, "--set", "lr=0.01",
+                             "--train", lab / "train.csv", "--val", lab / "test.csv", "--out", out, "--json")
+    assert code == 0, err
+    saved = (out / "config.yaml").read_text()
+    assert saved.startswith("# vatt finetune --model")  # the command that made it, as for pretraining
+    state = json.loads((out / "checkpoint" / "state.json").read_text())
+    assert state["config"]["lr"] == 0.01 and state["config"]["label_smoothing"] == 0.2 and state["config"]["steps"] == 1
+    code, _, err = _run(capsys, "finetune", "--model", model_dir, "--set", "label_smothing=0", "--train",
+                        lab / "train.csv", "--val", lab / "test.csv", "--out", tmp_path / "ft2")
+    assert code == 2 and "did you mean 'label_smoothing'" in err and "Traceback" not in err

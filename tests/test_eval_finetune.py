@@ -19,24 +19,37 @@ from vatt.eval.finetune import (
     load_checkpoint,
     make_optimizer,
     mixup,
-    warmup_cosine,
 )
 
 
 def test_warmup_cosine_schedule():
-    assert warmup_cosine(0, 100, 10) == pytest.approx(0.1)
-    assert warmup_cosine(9, 100, 10) == pytest.approx(1.0)
-    assert warmup_cosine(10, 100, 10) == pytest.approx(1.0)
-    assert warmup_cosine(55, 100, 10) == pytest.approx(0.5)
-    assert warmup_cosine(100, 100, 10) == pytest.approx(0.0, abs=1e-12)
+    from vatt.schedule import lr_at
+
+    def factor(step):  # fine-tuning: the one schedule, cosine to 0
+        return lr_at(step, peak=1.0, final=0.0, warmup_steps=10, total_steps=100)
+
+    assert factor(0) == pytest.approx(0.1)
+    assert factor(9) == pytest.approx(1.0)
+    assert factor(10) == pytest.approx(1.0)
+    assert factor(55) == pytest.approx(0.5)
+    assert factor(100) == pytest.approx(0.0, abs=1e-12)
 
 
-def test_audio_head_starts_at_the_class_prior():
+def test_heads_start_as_the_official_ones():
+    """Official init: audio Glorot-uniform kernel + bias -log(C-1) (sigmoids near the prior 1/C);
+    video Glorot-normal (truncated at 2 std) kernel + zero bias."""
     model = vatt.create_model("tiny")
-    c = 5
-    clf = Classifier(model, "audio", c, bias_init=-math.log(c - 1)).eval()
-    probs = torch.sigmoid(clf(torch.rand(2, 12800) * 2 - 1))
-    torch.testing.assert_close(probs, torch.full((2, c), 1 / c))
+    d, c = model.feature_dim("audio"), 5
+    audio = Classifier(model, "audio", c).head.requires_grad_(False)
+    bound = (6 / (d + c)) ** 0.5
+    assert torch.all(audio.bias == -math.log(c - 1))
+    assert audio.weight.abs().max() <= bound and audio.weight.abs().max() > 0.9 * bound
+    assert float(audio.weight.std()) == pytest.approx(bound / 3**0.5, rel=0.15)
+    video = Classifier(model, "video", 400).head.requires_grad_(False)
+    std = (2 / (d + 400)) ** 0.5
+    assert torch.all(video.bias == 0)
+    assert float(video.weight.std()) == pytest.approx(std, rel=0.05)
+    assert video.weight.abs().max() <= 2 * std / 0.8796 + 1e-6
 
 
 def test_inverse_frequency_weights():

@@ -4,7 +4,7 @@ import json
 
 from vatt.cli.main import main
 from vatt.config import get_config
-from vatt.tools.flops import forward_flops, model_info
+from vatt.model.flops import forward_flops, model_info
 
 
 def matmul_flops(tokens, width, mlp, layers, heads_dim=None):

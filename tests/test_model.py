@@ -213,3 +213,69 @@ def test_pretrained_word_vectors_are_frozen_and_saved(tmp_path):
     assert not loaded.word_table.weight.requires_grad and torch.equal(loaded.word_table.weight, vectors)
     with pytest.raises(InputError, match=r"\[10, 64\]"):
         model.set_word_vectors(torch.randn(11, 64))
+
+
+# -- the model owns its training hooks ----------------------------------------------------------------
+@pytest.mark.parametrize("preset", ["tiny", "ma-tiny"])
+def test_grad_checkpointing_keeps_outputs_and_gradients(preset):
+    over = {"dropout": 0.0, "attention_dropout": 0.0, "video.drop_rate": 0.0, "audio.drop_rate": 0.0}
+    if preset == "ma-tiny":  # a small modality-agnostic model
+        over.update({"shared_encoder": {"num_layers": 2, "width": 64, "mlp_dim": 128, "num_heads": 2},
+                     "post_proj_dim": 64})
+    torch.manual_seed(0)
+    model = vatt.create_model("tiny", **over).train()
+    video, audio, text = tiny_batch(model.config, captions=1)
+
+    def grads():
+        model.zero_grad()
+        out = model(video=video, audio=audio, text=text[:, 0])
+        sum(v.pow(2).mean() for v in out.values()).backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    plain = grads()
+    blocks = list(model.transformer_blocks())
+    expected = 2 if preset == "ma-tiny" else 6
+    assert model.set_grad_checkpointing() == len(blocks) == expected
+    assert all(b.grad_checkpointing for b in blocks)
+    calls = []
+    handle = torch.utils.checkpoint.checkpoint
+    torch.utils.checkpoint.checkpoint = lambda *a, **k: calls.append(1) or handle(*a, **k)
+    try:
+        checkpointed = grads()
+    finally:
+        torch.utils.checkpoint.checkpoint = handle
+    assert len(calls) >= expected  # every block ran under checkpoint
+    assert plain.keys() == checkpointed.keys()
+    for name in plain:
+        torch.testing.assert_close(plain[name], checkpointed[name], rtol=1e-5, atol=1e-6)
+    model.set_grad_checkpointing(False)
+    assert not any(b.grad_checkpointing for b in model.transformer_blocks())
+
+
+def test_features_and_droptoken_accessors(tiny, tmp_path):
+    model = vatt.create_model("tiny")
+    video, audio, _ = tiny_batch(model.config)
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(model.features(video, "video"), model(video=video)["video_agg"])
+        tokens = model.token_features(audio, "audio")
+    assert tokens.shape == (2, 1 + model.config.audio.num_tokens, model.feature_dim("audio"))
+    assert model.droptoken_rates == {"video": 0.5, "audio": 0.5}
+    model.set_droptoken_rates(video=0.0)
+    assert model.droptoken_rates == {"video": 0.0, "audio": 0.5} and model.config.video.drop_rate == 0.0
+    model.save_pretrained(tmp_path / "m")
+    assert vatt.load_model(tmp_path / "m").droptoken_rates["video"] == 0.0
+    with pytest.raises(ConfigError, match="audio DropToken rate"):
+        model.set_droptoken_rates(audio=1.0)
+
+
+def test_tokenizers_work_without_positions():
+    from vatt.model.tokenizers import AudioTokenizer, VideoTokenizer, video_patches
+
+    video, audio = torch.rand(2, 8, 64, 64, 3), torch.rand(2, 1280)
+    vt = VideoTokenizer((4, 16, 16), (2, 4, 4), 8, with_positions=False)
+    at = AudioTokenizer(128, 10, 8, with_positions=False)
+    assert vt.positions is None and at.positions is None
+    torch.testing.assert_close(vt(video), vt.proj(video_patches(video, (4, 16, 16))[0]))
+    torch.testing.assert_close(at(audio), at.proj(audio.reshape(2, 10, 128)))
+    assert vt(video, drop_rate=0.5).shape == (2, 16, 8)  # DropToken without positions: the actual-token rule

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 import vatt
 from vatt.config import get_config
 from vatt.model.backbones import AudioTransformer, VideoTransformer
-from vatt.tools.flops import build_meta, parameter_counts
+from vatt.model.flops import build_meta, parameter_counts
 
 
 def vit_params(d, mlp, layers, patch_in, table_rows):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -36,3 +37,31 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 
 def atomic_write_json(path: str | os.PathLike, obj, indent: int | None = 2) -> None:
     atomic_write_text(path, json.dumps(obj, indent=indent, ensure_ascii=False) + "\n")
+
+
+def atomic_write_safetensors(path: str | os.PathLike, tensors: dict, metadata: dict[str, str] | None = None) -> None:
+    """``tensors`` (name -> torch tensor) as a safetensors file, written atomically; tensors are
+    detached, moved to the CPU and made contiguous first."""
+    from safetensors.torch import save
+
+    cpu = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    atomic_write_bytes(path, save(cpu, metadata=metadata))
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike):
+    """A temporary path beside ``path`` for a writer that wants a file name (e.g. safetensors'
+    ``save_file``, which streams large tensors); renamed onto ``path`` when the block succeeds,
+    removed when it fails."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

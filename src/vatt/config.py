@@ -18,22 +18,15 @@ naming the nearest valid one.
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
-import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Mapping
 
-import yaml
-
-from .atomic_io import atomic_write_text
-
+from .config_engine import ConfigBase, check_choice, check_number, parse_override  # noqa: F401 (re-export)
 from .errors import ConfigError, nearest
 
 
 @dataclass
-class VideoConfig:
+class VideoConfig(ConfigBase):
     """Video input geometry. Clips are ``[B, num_frames, crop_size, crop_size, 3]`` in [-1, 1]."""
 
     num_frames: int = 32
@@ -41,6 +34,22 @@ class VideoConfig:
     crop_size: int = 224
     patch_size: tuple[int, int, int] = (4, 16, 16)  # (time, height, width) of one voxel
     drop_rate: float = 0.5  # DropToken rate in training (eval drops nothing)
+    # Agnostic fine-tunes (official VideoModel with pre/post projection): Linear(D->D)+GELU on the
+    # voxel embeddings before positions, Linear(D->post_proj_dim)+GELU after the encoder (0: none).
+    pre_proj: bool = False
+    post_proj_dim: int = 0
+
+    def check(self) -> None:
+        check_number(self.num_frames, "video.num_frames", low=1, high=MAX_FRAMES)
+        check_number(self.fps, "video.fps", low=0, low_open=True, high=1000)
+        check_number(self.crop_size, "video.crop_size", low=1, high=MAX_SIDE)
+        for p in self.patch_size:
+            check_number(p, "video.patch_size", low=1, high=MAX_SIDE)
+        check_number(self.drop_rate, "video.drop_rate", low=0, high=1, high_open=True)
+        check_number(self.post_proj_dim, "video.post_proj_dim", low=0, high=MAX_WIDTH)
+        if any(n % p for n, p in zip((self.num_frames, self.crop_size, self.crop_size), self.patch_size)):
+            raise ConfigError(f"video.num_frames={self.num_frames} and video.crop_size={self.crop_size} must be "
+                              f"multiples of video.patch_size={list(self.patch_size)}")
 
     @property
     def grid(self) -> tuple[int, int, int]:
@@ -55,13 +64,25 @@ class VideoConfig:
 
 
 @dataclass
-class AudioConfig:
+class AudioConfig(ConfigBase):
     """Audio input geometry: mono waveform ``[B, num_samples]`` in [-1, 1] at ``sample_rate`` Hz."""
 
     sample_rate: int = 48000
     num_samples: int = 153600  # 3.2 s, the window of 32 frames at 10 fps
     patch_size: int = 128  # samples per token
     drop_rate: float = 0.5
+    pre_proj: bool = False  # as VideoConfig (agnostic fine-tunes)
+    post_proj_dim: int = 0
+
+    def check(self) -> None:
+        check_number(self.sample_rate, "audio.sample_rate", low=1, high=10**6)
+        check_number(self.num_samples, "audio.num_samples", low=1, high=MAX_SAMPLES)
+        check_number(self.patch_size, "audio.patch_size", low=1, high=MAX_SAMPLES)
+        check_number(self.drop_rate, "audio.drop_rate", low=0, high=1, high_open=True)
+        check_number(self.post_proj_dim, "audio.post_proj_dim", low=0, high=MAX_WIDTH)
+        if self.num_samples % self.patch_size:
+            raise ConfigError(f"audio.num_samples={self.num_samples} must be a multiple of "
+                              f"audio.patch_size={self.patch_size}")
 
     @property
     def num_tokens(self) -> int:
@@ -69,7 +90,7 @@ class AudioConfig:
 
 
 @dataclass
-class TextConfig:
+class TextConfig(ConfigBase):
     """Text input: ``max_words`` word ids per caption from a vocabulary of ``vocab_size``."""
 
     max_words: int = 16
@@ -79,9 +100,16 @@ class TextConfig:
     num_buckets: int = 32  # T5 relative position buckets (bidirectional)
     max_distance: int = 64
 
+    def check(self) -> None:
+        check_number(self.max_words, "text.max_words", low=1, high=4096)
+        check_number(self.vocab_size, "text.vocab_size", low=2, low_open=True, high=2**16)
+        check_number(self.word_dim, "text.word_dim", low=1, high=MAX_WIDTH)
+        check_number(self.num_buckets, "text.num_buckets", low=2, high=4096)
+        check_number(self.max_distance, "text.max_distance", low=1, high=10**6)
+
 
 @dataclass
-class EncoderConfig:
+class EncoderConfig(ConfigBase):
     """Transformer size: layers, width ``D``, MLP hidden size, heads (head dim ``D / heads``)."""
 
     num_layers: int = 12
@@ -89,6 +117,25 @@ class EncoderConfig:
     mlp_dim: int = 3072
     num_heads: int = 12
 
+    @classmethod
+    def from_name(cls, name: str) -> "EncoderConfig":
+        """A paper size by name: small, base, medium, large, xlarge."""
+        if name not in SIZES:
+            raise ConfigError(f"unknown encoder size {name!r}{nearest(name, SIZES)}")
+        return dataclasses.replace(SIZES[name])
+
+    def check(self) -> None:
+        check_number(self.num_layers, "num_layers", low=1, high=MAX_LAYERS)
+        check_number(self.width, "width", low=1, high=MAX_WIDTH)
+        check_number(self.mlp_dim, "mlp_dim", low=1, high=4 * MAX_WIDTH)
+        check_number(self.num_heads, "num_heads", low=1, high=self.width)
+        if self.width % self.num_heads:
+            raise ConfigError(f"width={self.width} is not divisible by num_heads={self.num_heads}")
+
+
+# Sanity bounds, far above any real VATT model: checked before anything is allocated.
+MAX_WIDTH, MAX_LAYERS, MAX_FRAMES, MAX_SIDE, MAX_SAMPLES = 16384, 512, 4096, 8192, 48000 * 600
+MAX_WEIGHTS = 20e9
 
 SIZES: dict[str, EncoderConfig] = {
     "small": EncoderConfig(6, 512, 2048, 8),
@@ -100,7 +147,7 @@ SIZES: dict[str, EncoderConfig] = {
 
 
 @dataclass
-class HeadConfig:
+class HeadConfig(ConfigBase):
     """Common-space projection heads (S_va of size ``va_dim``, S_vt of size ``vt_dim``).
 
     ``bn_placement``: ``"official"`` (default; BN only inside the video MLP and after the
@@ -114,9 +161,37 @@ class HeadConfig:
     bn_eps: float = 1e-5
     bn_momentum: float = 0.1  # PyTorch convention (Keras 0.9)
 
+    def check(self) -> None:
+        check_number(self.va_dim, "heads.va_dim", low=1, high=MAX_WIDTH)
+        check_number(self.vt_dim, "heads.vt_dim", low=1, high=MAX_WIDTH)
+        check_choice(self.bn_placement, "heads.bn_placement", ("official", "paper"))
+        check_number(self.bn_eps, "heads.bn_eps", low=0, low_open=True)
+        check_number(self.bn_momentum, "heads.bn_momentum", low=0, high=1)
+
 
 @dataclass
-class ModelConfig:
+class ClassifierConfig(ConfigBase):
+    """A classification head on one tower's AGG feature (a fine-tuned model, e.g. converted from
+    an official K400 or AudioSet checkpoint): ``Linear(D -> num_classes)``.
+
+    ``multilabel``: class scores are sigmoids (AudioSet) instead of a softmax (Kinetics).
+    ``classes``: class names in logit order, when known.
+    """
+
+    modality: str = "video"
+    num_classes: int = 400
+    multilabel: bool = False
+    classes: list | None = None
+
+    def check(self) -> None:
+        check_choice(self.modality, "classifier.modality", ("video", "audio"))
+        check_number(self.num_classes, "classifier.num_classes", low=1, high=10**6)
+        if self.classes is not None and len(self.classes) != self.num_classes:
+            raise ConfigError(f"classifier.classes has {len(self.classes)} names for {self.num_classes} classes")
+
+
+@dataclass
+class ModelConfig(ConfigBase):
     """The whole VATT model. ``shared_encoder`` set -> modality-agnostic (one encoder for all).
 
     ``droptoken``: ``"batch"`` (default, official: one random permutation shared by the batch) or
@@ -125,6 +200,12 @@ class ModelConfig:
     ``attention_dropout``: on the attention probabilities (official 0.1). On CPU a non-zero value
     makes ``scaled_dot_product_attention`` fall back from the fused kernel to the math path
     (about 4x slower attention, N x N memory); set 0 for speed there. GPU kernels fuse it.
+    ``droptoken_keep``: how many tokens DropToken keeps: ``"table"`` (default, official: a count
+    fixed by the position-table size, ``(1 - rate) * t*h*w`` of the tables, at most all tokens) or
+    ``"tokens"`` (``(1 - rate)`` of the actual tokens; differs at other crops and for images).
+    ``position_resample``: position tables resized to another token grid by ``"spline"``
+    (default, official order-3 spline, start aligned) or ``"bicubic"`` (centre aligned).
+    ``classifier``: an optional classification head (fine-tuned models), see :class:`ClassifierConfig`.
     ``validate_inputs``: check input shapes and ranges at every forward (one min/max per tensor);
     turn off for speed once the pipeline is known to be right.
     """
@@ -140,6 +221,9 @@ class ModelConfig:
     post_proj_dim: int = 1024  # modality-agnostic model: Linear(->1024)+GELU after the encoder
     heads: HeadConfig = field(default_factory=HeadConfig)
     droptoken: str = "batch"
+    droptoken_keep: str = "table"
+    position_resample: str = "spline"
+    classifier: ClassifierConfig | None = None
     dropout: float = 0.1
     attention_dropout: float = 0.1
     layer_norm_eps: float = 1e-6
@@ -149,75 +233,22 @@ class ModelConfig:
     def modality_agnostic(self) -> bool:
         return self.shared_encoder is not None
 
-    # -- serialisation ---------------------------------------------------------------------
-    def to_dict(self) -> dict[str, Any]:
-        return _to_plain(dataclasses.asdict(self))
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "ModelConfig":
-        cfg = _build(cls, data, prefix="")
-        cfg.check()
-        return cfg
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2)
-
-    def to_yaml(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=False)
-
-    def save(self, path: str | os.PathLike) -> None:
-        """Write JSON or YAML (by suffix: .json, .yaml/.yml) atomically."""
-        path = Path(path)
-        text = self.to_yaml() if path.suffix in (".yaml", ".yml") else self.to_json()
-        atomic_write_text(path, text)
-
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> "ModelConfig":
-        """Read a config written by :meth:`save` (JSON or YAML)."""
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
-        try:
-            text = path.read_text(encoding="utf-8")
-            # JSON with json: PyYAML would read JSON's 1e-05 (no dot) as a string.
-            data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-        except (yaml.YAMLError, json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ConfigError(f"{path} is not a valid JSON/YAML config: {e}") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path} should hold a mapping of config keys, got {type(data).__name__}")
-        return cls.from_dict(data)
-
-    def override(self, overrides: Mapping[str, Any] | None = None, **kwargs: Any) -> "ModelConfig":
-        """A copy with dotted-key overrides applied (``{"video.drop_rate": 0.25}``)."""
-        return apply_overrides(self, {**(overrides or {}), **kwargs})
-
     def check(self) -> None:
-        """Raise ConfigError for values that cannot build a model."""
-        v, a = self.video, self.audio
-        if any(n % p for n, p in zip((v.num_frames, v.crop_size, v.crop_size), v.patch_size)):
-            raise ConfigError(
-                f"video.num_frames={v.num_frames} and video.crop_size={v.crop_size} must be multiples of "
-                f"video.patch_size={list(v.patch_size)}"
-            )
-        if a.num_samples % a.patch_size:
-            raise ConfigError(f"audio.num_samples={a.num_samples} must be a multiple of audio.patch_size={a.patch_size}")
-        for name in ("video", "audio"):
-            rate = getattr(self, name).drop_rate
-            if not 0.0 <= rate < 1.0:
-                raise ConfigError(f"{name}.drop_rate must be in [0, 1), got {rate}")
+        """Raise ConfigError for values that cannot build a model (each group checks itself first)."""
         for key in ("dropout", "attention_dropout"):
-            if not 0.0 <= getattr(self, key) < 1.0:
-                raise ConfigError(f"{key} must be in [0, 1), got {getattr(self, key)}")
-        if self.droptoken not in ("batch", "sample"):
-            raise ConfigError(f"droptoken must be 'batch' or 'sample', got {self.droptoken!r}")
-        if self.heads.bn_placement not in ("official", "paper"):
-            raise ConfigError(f"heads.bn_placement must be 'official' or 'paper', got {self.heads.bn_placement!r}")
-        for key in ("video_encoder", "audio_encoder", "text_encoder", "shared_encoder"):
-            enc = getattr(self, key)
-            if enc is not None and enc.width % enc.num_heads:
-                raise ConfigError(f"{key}.width={enc.width} is not divisible by {key}.num_heads={enc.num_heads}")
-        if not 2 < self.text.vocab_size <= 2**16:
-            raise ConfigError(f"text.vocab_size must be in (2, 65536], got {self.text.vocab_size}")
+            check_number(getattr(self, key), key, low=0, high=1, high_open=True)
+        check_number(self.layer_norm_eps, "layer_norm_eps", low=0, low_open=True, high=1)
+        check_number(self.post_proj_dim, "post_proj_dim", low=1, high=MAX_WIDTH)
+        check_choice(self.droptoken, "droptoken", ("batch", "sample"))
+        check_choice(self.droptoken_keep, "droptoken_keep", ("table", "tokens"))
+        check_choice(self.position_resample, "position_resample", ("spline", "bicubic"))
+        # Bound the size before anything is allocated (a typo such as width=1e9 would try to
+        # allocate terabytes): ~12 D^2 weights per layer.
+        weights = sum(12 * e.num_layers * e.width ** 2 for e in
+                      (self.video_encoder, self.audio_encoder, self.text_encoder, self.shared_encoder) if e is not None)
+        if weights > MAX_WEIGHTS:
+            raise ConfigError(f"the encoders would hold ~{weights / 1e9:.0f}B weights (over the {MAX_WEIGHTS / 1e9:.0f}B "
+                              "bound); check num_layers and width")
 
 
 # -- presets -------------------------------------------------------------------------------------
@@ -268,130 +299,6 @@ def get_config(name: str = DEFAULT_PRESET, overrides: Mapping[str, Any] | None =
 
 
 # -- overrides -----------------------------------------------------------------------------------
-def parse_override(text: str) -> tuple[str, Any]:
-    """``"video.drop_rate=0.25"`` -> ``("video.drop_rate", 0.25)`` (the value is parsed as YAML)."""
-    if "=" not in text:
-        raise ConfigError(f"an override looks like key=value (e.g. video.drop_rate=0.25), got {text!r}")
-    key, value = text.split("=", 1)
-    try:
-        return key.strip(), yaml.safe_load(value)
-    except yaml.YAMLError:
-        return key.strip(), value
-
-
 def apply_overrides(cfg: ModelConfig, overrides: Mapping[str, Any]) -> ModelConfig:
     """Return a copy of ``cfg`` with ``overrides`` applied; keys are dotted paths or nested dicts."""
-    data = cfg.to_dict()
-    for key, value in _flatten(overrides).items():
-        _set_dotted(data, key.replace("__", "."), value)
-    return ModelConfig.from_dict(data)
-
-
-def _flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested dicts become dotted keys, so ``video={"drop_rate": 0.25}`` changes only that field."""
-    out: dict[str, Any] = {}
-    for key, value in mapping.items():
-        if isinstance(value, Mapping) and value:
-            out.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
-def _set_dotted(data: dict, key: str, value: Any) -> None:
-    parts = key.split(".")
-    node: Any = data
-    cls: Any = ModelConfig
-    for i, part in enumerate(parts):
-        types = _field_types(cls)
-        path = ".".join(parts[:i])
-        if part not in types:
-            bad = ".".join(parts[: i + 1])
-            valid = [f"{path}.{k}" if path else k for k in types]
-            where = f" (in {key!r})" if bad != key else ""
-            raise ConfigError(f"unknown config key {bad!r}{nearest(bad, valid)}{where}")
-        ftype = _dataclass_of(types[part])
-        if i == len(parts) - 1:
-            if ftype is not None and isinstance(value, str):
-                if value not in SIZES:  # an encoder given by size name
-                    raise ConfigError(f"unknown encoder size {value!r} for {key}{nearest(value, SIZES)}")
-                value = dataclasses.asdict(SIZES[value])
-            node[part] = value
-            return
-        if ftype is None:
-            raise ConfigError(f"config key {'.'.join(parts[: i + 1])!r} is a value, not a group; got {key!r}")
-        if node.get(part) is None:  # e.g. shared_encoder.width on a modality-specific model
-            node[part] = dataclasses.asdict(ftype())
-        node, cls = node[part], ftype
-
-
-# -- dataclass <-> dict ----------------------------------------------------------------------------
-def _field_types(cls) -> dict[str, Any]:
-    hints = typing.get_type_hints(cls)
-    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
-
-
-def _dataclass_of(tp) -> type | None:
-    """The dataclass inside ``X`` or ``X | None``, else None."""
-    if dataclasses.is_dataclass(tp):
-        return tp
-    for arg in typing.get_args(tp):
-        if dataclasses.is_dataclass(arg):
-            return arg
-    return None
-
-
-def _build(cls, data: Mapping[str, Any], prefix: str):
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"config group {prefix.rstrip('.') or 'root'} should be a mapping, got {type(data).__name__}")
-    types = _field_types(cls)
-    kwargs = {}
-    for key, value in data.items():
-        if key not in types:
-            valid = [prefix + k for k in types]
-            raise ConfigError(f"unknown config key {prefix + key!r}{nearest(prefix + key, valid)}")
-        kwargs[key] = _coerce(types[key], value, prefix + key)
-    return cls(**kwargs)
-
-
-def _coerce(tp, value, key: str):
-    sub = _dataclass_of(tp)
-    if sub is not None:
-        if value is None and type(None) in typing.get_args(tp):
-            return None
-        return _build(sub, value, key + ".")
-    origin = typing.get_origin(tp)
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)) or len(value) != len(typing.get_args(tp)):
-            raise ConfigError(f"{key} should be a list of {len(typing.get_args(tp))} numbers, got {value!r}")
-        return tuple(_coerce(t, v, key) for t, v in zip(typing.get_args(tp), value))
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{key} should be true or false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, float) and value.is_integer())):
-            raise ConfigError(f"{key} should be an integer, got {value!r}")
-        return int(value)
-    if tp is float:
-        if isinstance(value, str):  # YAML 1.1 reads 1e-5 (no dot) as a string
-            try:
-                value = float(value)
-            except ValueError:
-                pass
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key} should be a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{key} should be a string, got {value!r}")
-        return value
-    return value
-
-
-def _to_plain(value):
-    if isinstance(value, dict):
-        return {k: _to_plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_to_plain(v) for v in value]
-    return value
+    return cfg.override(overrides)

@@ -35,10 +35,6 @@ def get_local_rank() -> int:
     return int(os.environ.get("LOCAL_RANK", "0"))
 
 
-def is_main_process() -> bool:
-    return get_rank() == 0
-
-
 def launched_by_torchrun() -> bool:
     """True when ``RANK`` and ``WORLD_SIZE`` are in the environment (torchrun, Slurm + torchrun)."""
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ

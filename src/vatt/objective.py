@@ -24,20 +24,21 @@ whole accumulated batch; see docs/TRAINING.md.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from . import distributed as D
-from .errors import ConfigError, InputError, nearest
+from .config_engine import ConfigBase, check_choice, check_number
+from .errors import InputError
 
 MASKED = -1e9
 WEIGHTINGS = ("official", "paper")
 
 
 @dataclass
-class ObjectiveConfig:
+class ObjectiveConfig(ConfigBase):
     """Args:
     temperature: tau in s(x, y) = x . y / tau (0.07).
     weighting: "official" -> (L_va + L_vt) / 2 (the official code, default);
@@ -53,30 +54,15 @@ class ObjectiveConfig:
     symmetric: bool = False
     gather: bool = True
 
-    def __post_init__(self):
-        if self.weighting not in WEIGHTINGS:
-            raise ConfigError(
-                f"objective.weighting must be one of {WEIGHTINGS}, got '{self.weighting}'"
-                + nearest(str(self.weighting), WEIGHTINGS)
-            )
-        if not self.temperature > 0:
-            raise ConfigError(f"objective.temperature must be > 0, got {self.temperature}")
+    def check(self) -> None:
+        check_choice(self.weighting, "objective.weighting", WEIGHTINGS)
+        check_number(self.temperature, "objective.temperature", low=0, low_open=True)
+        check_number(self.vt_lambda, "objective.vt_lambda", low=0)
 
     @property
     def weights(self) -> tuple[float, float]:
         """(weight of L_va, weight of L_vt)."""
         return (0.5, 0.5) if self.weighting == "official" else (1.0, float(self.vt_lambda))
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "ObjectiveConfig":
-        names = [f.name for f in fields(cls)]
-        for k in d:
-            if k not in names:
-                raise ConfigError(f"unknown objective key '{k}'" + nearest(k, names))
-        return cls(**d)
 
 
 def _as_candidates(x: torch.Tensor, name: str) -> torch.Tensor:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+from collections import Counter
 
 
 def _synth(args) -> int:
@@ -14,7 +15,7 @@ def _synth(args) -> int:
     from ..data.synth import default_counts, make_corpus
 
     total = sum(default_counts(args.clips).values())
-    with tqdm(total=total, desc="synth", unit="file") as bar:
+    with tqdm(total=total, desc="synth", unit="file", delay=0.5) as bar:
         meta = make_corpus(args.out, clips=args.clips, seed=args.seed, workers=args.workers, progress=bar.update)
     print(f"wrote the demo corpus to {args.out}")
     for name, n in meta["counts"].items():
@@ -26,8 +27,9 @@ def _synth(args) -> int:
 def _prepare(args) -> int:
     from tqdm import tqdm
 
-    from ..data.prepare import ClipFormat, prepare_shards
+    from ..data.prepare import ClipFormat, parse_part, prepare_shards
 
+    part = parse_part(args.part) if args.part else None
     fmt = ClipFormat()
     if args.train_format:
         from ..config import get_config
@@ -38,17 +40,34 @@ def _prepare(args) -> int:
                               ("keyframe_seconds", args.keyframe_seconds), ("crf", args.crf)) if v}
     if over or args.fast_decode:
         fmt = dataclasses.replace(fmt, **over, fast_decode=fmt.fast_decode or args.fast_decode, reencode=True)
-    bar = tqdm(desc="prepare", unit="file")
+    bar = tqdm(desc="prepare", unit="file", delay=0.5)
     try:
         report = prepare_shards(args.src, args.out, clip_seconds=args.clip_seconds, max_count=args.max_count,
-                                workers=args.workers, max_side=args.max_side, fmt=fmt, progress=bar.update,
-                                total=lambda n: setattr(bar, "total", n) or bar.refresh())
+                                workers=args.workers, max_side=args.max_side, fmt=fmt, part=part, progress=bar.update,
+                                total=lambda n: setattr(bar, "total", n))
     finally:
         bar.close()
-    print(f"{report['clips']} clips from {report['files_ok']} files in {len(report['shards'])} shards -> {args.out}")
+    _print_prepare_report(report, args.out)
+    if part is not None:
+        print(f"part {part[0]} of {part[1]}; when every part is done: vatt data merge-reports {args.out}")
+    return 0
+
+
+def _print_prepare_report(report: dict, out) -> None:
+    print(f"{report['clips']} clips from {report['files_ok']} files in {len(report['shards'])} shards -> {out}")
     print(f"skipped {len(report['skipped'])} files; report: {report['report_path']}")
     for item in report["skipped"][:10]:
         print(f"  {item['reason']:<16} {item['path']}")
+    if report.get("ignored"):
+        print(f"ignored {report['ignored']} files that are neither video nor audio")
+
+
+def _merge_reports(args) -> int:
+    from ..data.prepare import merge_reports
+
+    report = merge_reports(args.out)
+    print(f"merged {report['parts']} part reports")
+    _print_prepare_report(report, args.out)
     return 0
 
 
@@ -56,11 +75,12 @@ def _check(args) -> int:
     from tqdm import tqdm
 
     from ..data.check import check_source
+    from ..data.config import DataConfig
 
-    bar = tqdm(desc="check", unit="sample", disable=args.json)
+    bar = tqdm(desc="check", unit="sample", disable=args.json, delay=0.5)
     try:
-        report = check_source(args.src, progress=bar.update, total=lambda n: setattr(bar, "total", n) or bar.refresh(),
-                              num_workers=args.workers)
+        report = check_source(args.src, DataConfig(max_member_mb=args.max_member_mb), progress=bar.update,
+                              total=lambda n: setattr(bar, "total", n), num_workers=args.workers)
     finally:
         bar.close()
     if args.json:
@@ -83,10 +103,13 @@ def _vocab_build(args) -> int:
     from ..data.vocab import caption_texts
     from ..text import WordTokenizer
 
-    texts = caption_texts(args.src)
+    skipped = Counter()
+    texts = caption_texts(args.src, skipped)
     tok = WordTokenizer.build(texts, max_size=args.max_size, min_count=args.min_count)
     tok.save(args.out)
     print(f"{len(tok)} words (incl. <pad>, <unk>) from {len(texts)} captions -> {args.out}")
+    if skipped:
+        print("skipped: " + ", ".join(f"{n} {reason}" for reason, n in sorted(skipped.items())))
     return 0
 
 
@@ -110,6 +133,8 @@ def register(sub) -> None:
     p.add_argument("--max-count", type=int, default=256, help="samples per shard")
     p.add_argument("--max-side", type=int, default=360, help="shorter side of re-encoded clips (px)")
     p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--part", metavar="I/N", help="prepare only the I-th of N slices of the files (0 <= I < N), "
+                   "e.g. --part $SLURM_ARRAY_TASK_ID/$N; then `vatt data merge-reports OUT`")
     p.add_argument("--train-format", metavar="PRESET", choices=list_presets(),
                    help="store clips ready for training this model preset (its frame rate, audio rate and "
                         "resize, a keyframe every second, fast-decoding H.264): ~9x cheaper to read; see docs/DATA.md")
@@ -120,10 +145,16 @@ def register(sub) -> None:
     p.add_argument("--crf", type=int, help="H.264 quality of re-encoded clips, x264 CRF (default 20; 23 with --train-format)")
     p.set_defaults(func=_prepare)
 
+    p = dsub.add_parser("merge-reports", help="join the per-part reports of `prepare --part I/N` runs")
+    p.add_argument("out", help="the shard folder all parts wrote to")
+    p.set_defaults(func=_merge_reports)
+
     p = dsub.add_parser("check", help="decode every sample as training would; count good and bad by reason")
     p.add_argument("src", help="a data source (folder, manifest, shards)")
     p.add_argument("--json", action="store_true", help="print the JSON report")
     p.add_argument("--workers", type=int, default=0)
+    p.add_argument("--max-member-mb", type=float, default=1024.0,
+                   help="a shard member larger than this is not read (counted too_large)")
     p.set_defaults(func=_check)
 
     vocab = sub.add_parser("vocab", help="word vocabulary for the text tower")

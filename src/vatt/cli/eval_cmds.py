@@ -8,13 +8,13 @@ import argparse
 import json
 import sys
 
+from .progress import Bars
+
 
 def _print_table(headers: list[str], rows: list[list]) -> None:
-    cells = [[f"{c:.4f}" if isinstance(c, float) else str(c) for c in row] for row in rows]
-    widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(headers)]
-    print("  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(headers, widths))))
-    for row in cells:
-        print("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))))
+    from ..tables import format_table
+
+    print(format_table(rows, headers, align="numbers", rule=False))
 
 
 def _dump(obj) -> None:
@@ -30,17 +30,14 @@ def _load(args):
 
 # -- vatt eval retrieval -------------------------------------------------------------------------
 def _retrieval(args) -> int:
-    from ..eval.embed import eval_dataset, extract_features
-    from ..eval.retrieval import AVERAGES, available_outputs, retrieval_from_features
+    from ..eval.retrieval import AVERAGES, zero_shot_retrieval
 
     model = _load(args)
-    dataset = eval_dataset(model, args.data, num_windows=args.windows)
-    outputs = available_outputs(dataset, ["video_vt", "text_vt", "video_va", "audio_va"])
-    feats = extract_features(model, dataset, outputs=outputs, batch_size=args.batch_size, device=args.device,
-                             num_workers=args.workers, progress=not args.json)
     caption = int(args.caption) if args.caption.isdigit() else args.caption
     averages = AVERAGES if args.average == "both" else (args.average,)
-    results = {a: retrieval_from_features(feats, average=a, caption=caption) for a in averages}
+    results = zero_shot_retrieval(model, args.data, num_windows=args.windows, batch_size=args.batch_size,
+                                  device=args.device, num_workers=args.workers, average=list(averages),
+                                  caption=caption, progress=None if args.json else Bars())
     if args.json:
         _dump(results)
         return 0
@@ -59,7 +56,7 @@ def _retrieval(args) -> int:
 
 # -- vatt eval linear ----------------------------------------------------------------------------
 def _linear(args) -> int:
-    from ..eval.linear import CLASSIFIERS, classify_features, frozen_features
+    from ..eval.linear import CLASSIFIERS, linear_probe
 
     model = _load(args)
     if args.split:
@@ -69,19 +66,11 @@ def _linear(args) -> int:
     else:
         raise _usage("give --train SRC --test SRC, or --split TRAIN TEST (repeatable)")
     classifiers = CLASSIFIERS if args.classifier == "both" else (args.classifier,)
-    kw = dict(modality=args.modality, batch_size=args.batch_size, device=args.device, num_workers=args.workers,
-              progress=not args.json)
-    accs: dict[str, list[float]] = {c: [] for c in classifiers}
-    info = {}
-    for train, test in splits:
-        tx, ty, classes = frozen_features(model, train, num_windows=1, **kw)
-        ex, ey, _ = frozen_features(model, test, num_windows=args.windows, classes=classes, **kw)
-        for c in classifiers:
-            res = classify_features(tx, ty, ex, ey, classifier=c, num_classes=len(classes) if classes else None,
-                                    seed=args.seed)
-            accs[c].append(res["accuracy"])
-            info = res
-    results = {c: {"accuracy": sum(a) / len(a), "split_accuracies": a} for c, a in accs.items()}
+    probes = linear_probe(model, None, None, splits=splits, modality=args.modality, classifier=list(classifiers),
+                          num_windows=args.windows, device=args.device, batch_size=args.batch_size,
+                          num_workers=args.workers, seed=args.seed, progress=None if args.json else Bars())
+    info = next(iter(probes.values()))
+    results = {c: {"accuracy": r["accuracy"], "split_accuracies": r["split_accuracies"]} for c, r in probes.items()}
     results["chance"], results["num_classes"] = info["chance"], info["num_classes"]
     if args.json:
         _dump(results)
@@ -95,19 +84,31 @@ def _linear(args) -> int:
 
 
 # -- vatt finetune -------------------------------------------------------------------------------
-def _finetune(args) -> int:
-    from ..eval.finetune import FinetuneConfig, finetune
+# Flags that are shorthands for `--set KEY=VALUE` (the defaults live in FinetuneConfig only).
+FINETUNE_FLAGS = {"steps": "steps", "batch_size": "batch_size", "lr": "lr", "warmup": "warmup_steps",
+                  "windows": "test_windows", "crops": "test_crops", "crop_size": "crop_size", "mixup": "mixup_alpha",
+                  "checkpoint_every": "checkpoint_every", "workers": "num_workers", "seed": "seed"}
 
+
+def _finetune(args) -> int:
+    import shlex
+
+    from ..config_engine import parse_overrides
+    from ..eval.finetune import finetune, load_finetune_config
+
+    overrides = parse_overrides(args.overrides)
+    overrides.update({key: getattr(args, flag) for flag, key in FINETUNE_FLAGS.items() if getattr(args, flag) is not None})
+    if args.config is not None and args.task is not None:
+        overrides["task"] = args.task
+    cfg = load_finetune_config(args.config or args.task or "video", overrides)
+    cfg.command = shlex.join(["vatt", *map(str, args.argv)])
     model = _load(args)
-    cfg = FinetuneConfig(task=args.task, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                         warmup_steps=args.warmup, test_windows=args.windows, test_crops=args.crops,
-                         checkpoint_every=args.checkpoint_every, num_workers=args.workers, seed=args.seed,
-                         mixup_alpha=args.mixup, crop_size=args.crop_size)
-    result = finetune(model, args.train, args.val, args.out, config=cfg, device=args.device, progress=not args.json)
+    result = finetune(model, args.train, args.val, args.out, config=cfg, device=args.device,
+                      progress=None if args.json else Bars())
     if args.json:
         _dump(result)
         return 0
-    print(f"fine-tuned for {result['steps']} steps ({args.task}, {result['num_classes']} classes); "
+    print(f"fine-tuned for {result['steps']} steps ({cfg.task}, {result['num_classes']} classes); "
           f"checkpoint in {args.out}/checkpoint")
     keys = [k for k in ("top1", "top5", "mAP", "AUC", "d_prime") if k in result]
     _print_table(["metric", "value"], [[k, result[k]] for k in keys] + [["chance", result["chance"]]])
@@ -122,7 +123,7 @@ def _embed(args) -> int:
 
     model = _load(args)
     tensors, meta = embed_source(model, args.src, num_windows=args.windows, batch_size=args.batch_size,
-                                 device=args.device, num_workers=args.workers, progress=True)
+                                 device=args.device, num_workers=args.workers, progress=Bars())
     meta["model"] = str(Path(args.model).resolve())
     save_embeddings(args.out, tensors, meta)
     print(f"{len(meta['items'])} {meta['modality']} items -> {args.out}")
@@ -143,29 +144,11 @@ def _search(args) -> int:
 
 # -- vatt visualize ------------------------------------------------------------------------------
 def _visualize(args) -> int:
-    import torch
+    from ..tools.visualize import visualize_source
 
-    from ..eval.embed import eval_dataset, make_eval_loader
-    from ..eval.retrieval import centre_caption
-    from ..model import load_model
-    from ..tools.visualize import feature_figure
-
-    models = {}
-    for path in args.model:
-        m = load_model(path, device=args.device)
-        kind = "modality-agnostic" if m.config.modality_agnostic else "modality-specific"
-        models[f"{m.config.name} ({kind})" if len(args.model) > 1 else kind] = m
-    first = next(iter(models.values()))
-    dataset = eval_dataset(first, args.data, num_windows=1)
-    videos, texts = [], []
-    for batch in make_eval_loader(dataset, 8, args.workers):
-        videos.append(batch["video"][:, 0])
-        texts.append(torch.stack([ids[centre_caption(ids)] for ids in batch["text"]]))
-        if sum(len(v) for v in videos) >= args.max_items:
-            break
-    video, text = torch.cat(videos)[: args.max_items], torch.cat(texts)[: args.max_items]
-    path = feature_figure(models, video.to(args.device), text.to(args.device), args.out, perplexity=args.perplexity)
-    print(f"t-SNE of {len(video)} clips and captions, {len(models)} model(s) -> {path}")
+    path, n = visualize_source(args.model, args.data, args.out, max_items=args.max_items, perplexity=args.perplexity,
+                               device=args.device, num_workers=args.workers, progress=Bars())
+    print(f"t-SNE of {n} clips and captions, {len(args.model)} model(s) -> {path}")
     return 0
 
 
@@ -213,24 +196,32 @@ def register(sub) -> None:
     _common(p)
     p.set_defaults(func=_linear)
 
-    p = sub.add_parser("finetune", help="fine-tune a backbone: video / audio (multi-label) / image classification")
+    p = sub.add_parser("finetune", help="fine-tune a backbone: video / audio (multi-label) / image classification",
+                       description="Fine-tune with the paper's recipes. Settings come from --config (a task preset "
+                                   "or a YAML file), then --set KEY=VALUE; the flags below are shorthands for --set.")
     p.add_argument("--model", required=True)
-    p.add_argument("--task", choices=("video", "audio", "image"), default="video")
+    p.add_argument("--config", default=None, metavar="PRESET|FILE",
+                   help="video, audio, image (the task's official recipe) or a YAML file (default: --task)")
+    p.add_argument("--task", choices=("video", "audio", "image"), default=None, help="the task (default: video)")
+    p.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+                   help="config overrides, e.g. lr=0.01 label_smoothing=0")
     p.add_argument("--train", required=True, help="labelled training source (image: folder of class folders)")
     p.add_argument("--val", required=True, help="labelled test source")
     p.add_argument("--out", required=True, help="output directory (checkpoints; rerun to resume)")
-    p.add_argument("--steps", type=int, default=1000)
-    p.add_argument("--lr", type=float, default=0.005, help="peak SGD learning rate (official 0.005)")
-    p.add_argument("--warmup", type=int, default=2500, help="warmup steps (capped at steps/10)")
-    p.add_argument("--windows", type=int, default=4, help="test windows (default: 4)")
-    p.add_argument("--crops", type=int, choices=(1, 3), default=3, help="test crops per window (default: 3)")
+    p.add_argument("--steps", type=int, help="optimisation steps (default: 1000)")
+    p.add_argument("--lr", type=float, help="peak SGD learning rate (official 0.005)")
+    p.add_argument("--warmup", type=int, help="warmup steps (default 2500, capped at steps/10)")
+    p.add_argument("--windows", type=int, help="test windows (default: 4)")
+    p.add_argument("--crops", type=int, choices=(1, 3), help="test crops per window (default: 3)")
     p.add_argument("--crop-size", type=int, default=None,
                    help="training/test crop side (default: the model's; larger crops resample positions)")
-    p.add_argument("--mixup", type=float, default=5.0, help="audio mixup Beta(a, a); 0 = off (default: 5)")
-    p.add_argument("--checkpoint-every", type=int, default=200)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--mixup", type=float, help="audio mixup Beta(a, a); 0 = off (default: 5)")
+    p.add_argument("--checkpoint-every", type=int)
+    p.add_argument("--seed", type=int)
     p.add_argument("--json", action="store_true")
-    _common(p)
+    p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    p.add_argument("--batch-size", type=int, help="clips per step (default: 8)")
+    p.add_argument("--workers", type=int, help="decoding processes (default: 0)")
     p.set_defaults(func=_finetune)
 
     p = sub.add_parser("embed", help="embed a folder of videos, of audio files, or a text file (one sentence a line)")

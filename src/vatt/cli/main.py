@@ -16,7 +16,7 @@ from .. import __version__
 from ..errors import VattError
 
 # Order here is the order in `vatt --help`.
-COMMAND_MODULES = ("model_cmds", "data_cmds", "train_cmds", "eval_cmds")
+COMMAND_MODULES = ("model_cmds", "data_cmds", "train_cmds", "eval_cmds", "search_cmds", "convert_cmds")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,7 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args.argv = argv  # the command line, for configs that record the command that made them
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",

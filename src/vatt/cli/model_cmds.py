@@ -1,4 +1,4 @@
-"""``vatt model-info``: parameter counts and forward GFLOPs of a preset (see vatt.tools.flops)."""
+"""``vatt model-info``: parameter counts and forward GFLOPs of a preset (see vatt.model.flops)."""
 
 from __future__ import annotations
 
@@ -28,14 +28,17 @@ def register(sub) -> None:
 
 
 def model_info_cmd(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    from ..tools.flops import DROP_RATES, model_info
+    from ..model.flops import DROP_RATES, model_info
+    from .progress import Bars
 
     cfg = get_config(args.preset, dict(parse_override(o) for o in args.overrides))
     quiet = args.json or args.markdown
-    info = model_info(cfg, DROP_RATES, progress=lambda rates: tqdm(
-        rates, desc=f"counting FLOPs ({cfg.name})", unit="rate", leave=False, disable=quiet))
+    bars = None if quiet else Bars()
+    try:
+        info = model_info(cfg, DROP_RATES, progress=bars)
+    finally:
+        if bars is not None:
+            bars.close()
     if args.json:
         print(json.dumps(info))
     elif args.markdown:

@@ -8,7 +8,7 @@ import shlex
 import signal
 import sys
 
-from ..train.progress import ProgressBar
+from .progress import Bars, TrainingBar
 
 log = logging.getLogger(__name__)
 
@@ -74,12 +74,9 @@ def _command(args) -> str:
 
 def print_table(rows: list[tuple[str, ...]], header: tuple[str, ...] | None = None) -> None:
     """A plain aligned text table on stdout."""
-    rows = ([header] if header else []) + [tuple(str(c) for c in r) for r in rows]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for j, r in enumerate(rows):
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
-        if header and j == 0:
-            print("  ".join("-" * w for w in widths))
+    from ..tables import format_table
+
+    print(format_table(rows, header))
 
 
 def run_pretrain(args) -> int:
@@ -90,7 +87,7 @@ def run_pretrain(args) -> int:
         cfg = cfg.override({"data.eval_sources": list(args.eval_data)})
     cfg.command = _command(args)
     main_rank = int(os.environ.get("RANK", "0")) == 0
-    bar = ProgressBar(cfg.steps) if main_rank else None
+    bar = TrainingBar(cfg.steps) if main_rank else None
     try:
         result = pretrain(cfg, args.data, args.out, resume=args.resume, callback=bar)
     finally:
@@ -121,11 +118,22 @@ def run_pretrain(args) -> int:
 
 
 # -- demo ------------------------------------------------------------------------------------------
-def run_demo(args) -> int:
-    from ..train.demo import format_report_table, run_demo as demo
+def _training_bar(bar: TrainingBar, m: dict) -> None:
+    bar.total = m.get("total_steps", bar.total)  # the demo plans its steps after the bar exists
+    bar(m)
 
-    report = demo(args.out, minutes=args.minutes, preset=args.preset, device=args.device, clips=args.clips,
-                  steps=args.steps, overrides=args.overrides, progress=True)
+
+def run_demo(args) -> int:
+    from ..demo import format_report_table, run_demo as demo
+
+    bars, training = Bars(), TrainingBar(0)
+    try:
+        report = demo(args.out, minutes=args.minutes, preset=args.preset, device=args.device, clips=args.clips,
+                      steps=args.steps, overrides=args.overrides, progress=bars,
+                      callback=lambda m: _training_bar(training, m))
+    finally:
+        bars.close()
+        training.close()
     print()
     print(format_report_table(report))
     print(f"\nreport: {os.path.join(args.out, 'report.md')}")

@@ -1,9 +1,9 @@
 """Media files -> training batches: decoding, captions, transforms, sources, shards, demo corpus.
 
 Modules, in the order data flows (each imports only those before it): ``index`` (what a source
-string names) -> ``shards`` (tar reading/writing) -> ``sample`` (one sample: decode, caption,
-augment; the bad-sample rule) -> ``datasets`` (clip sets, shard streams, mixtures, factories)
--> ``loader`` (batches). Beside them: ``prepare`` (``vatt data prepare``), ``vocab`` (caption
+string names) -> ``shards`` (tar reading/writing, local or URL) -> ``sample`` (one sample:
+decode, caption, augment; the bad-sample rule) -> ``streams`` (endless resumable shard streams
+and mixtures) -> ``datasets`` (clip sets, factories) -> ``loader`` (batches). Beside them: ``prepare`` (``vatt data prepare``), ``vocab`` (caption
 texts for a vocabulary), ``check`` (``vatt data check``), ``synth`` (the demo corpus).
 
 Public API (see docs/DATA.md)::
@@ -17,12 +17,13 @@ Public API (see docs/DATA.md)::
 
 from .captions import Caption, read_captions, select_captions
 from .config import DataConfig
-from .datasets import ClipDataset, MixedStream, ShardDataset, build_dataset, build_eval_dataset, split_shards
+from .datasets import ClipDataset, build_dataset, build_eval_dataset
 from .decode import MediaError, MediaInfo, MediaReader, probe
 from .index import ClipRef, detect_kind, index_source, list_shards
 from .loader import collate, make_loader
 from .prepare import prepare_shards
 from .sample import load_sample
+from .streams import MixedStream, ShardDataset, split_shards
 from .synth import make_corpus
 from .vocab import caption_texts
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+from ..errors import InputError
 from .config import DataConfig
 from .datasets import ClipDataset, build_dataset
 from .stats import BAD, MASKED
@@ -22,6 +23,8 @@ def check_source(source: str, cfg: DataConfig | None = None, *, num_workers: int
     "files": [{"path", "ok", "reason"}]}``; ``reason`` is None for a clean sample, a skip reason
     when ``ok`` is false, and the masking reason(s) (joined by ``,``) when a modality was masked.
     """
+    if num_workers < 0:
+        raise InputError(f"workers must be >= 0, got {num_workers}")
     cfg = cfg or DataConfig()
     ds = build_dataset(source, cfg, None, train=False)
     files, reasons, masked = [], Counter(), Counter()

@@ -6,16 +6,57 @@ always has the shape the model was built for.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, replace
 
-from ..errors import ConfigError, nearest
+from ..config_engine import ConfigBase, check_choice, check_number
 
 CROP_MODES = ("official", "inception")
 
 
 @dataclass
-class DataConfig:
-    """Clip geometry and augmentation.
+class AugmentConfig(ConfigBase):
+    """Training augmentation (SPEC §4; official defaults). Set from a training config as
+    ``data.augment.<key>`` (``--set data.augment.crop_mode=inception``).
+
+    Args:
+        min_resize: shorter side before cropping, pixels; default ``round(crop_size * 256 / 224)``.
+        crop_mode: ``"official"`` (resize + scale jitter + random crop; official default) or
+            ``"inception"`` (area 0.08-1, aspect 0.5-2, then resize; the paper's option).
+        scale_jitter: (low, high, probability) of the random shorter-side scale (0.8, 1.2, 0.8).
+        flip: horizontal flip in training.
+        color_jitter: brightness ±32/255, contrast/saturation 0.6-1.4, hue ±0.2 with p = 0.8.
+        color_jitter_prob: probability of applying colour jitter to a clip.
+        audio_noise: Gaussian noise of std ``audio_noise * max|x|`` added in training (0.01).
+        max_member_mb: a shard member larger than this is never read (counted ``too_large``), MiB
+            (not augmentation, but set beside it: ``--set data.augment.max_member_mb=64``).
+    """
+
+    min_resize: int | None = None
+    crop_mode: str = "official"
+    scale_jitter: tuple[float, float, float] = (0.8, 1.2, 0.8)
+    flip: bool = True
+    color_jitter: bool = True
+    color_jitter_prob: float = 0.8
+    audio_noise: float = 0.01
+    max_member_mb: float = 1024.0
+
+    def check(self) -> None:
+        check_choice(self.crop_mode, "crop_mode", CROP_MODES)
+        if self.min_resize is not None:
+            check_number(self.min_resize, "min_resize", low=1, high=8192)
+        low, high, prob = (float(x) for x in self.scale_jitter)
+        check_number(low, "scale_jitter[0]", low=0, low_open=True)
+        check_number(high, "scale_jitter[1]", low=low)
+        check_number(prob, "scale_jitter[2]", low=0, high=1)
+        self.scale_jitter = (low, high, prob)
+        check_number(self.color_jitter_prob, "color_jitter_prob", low=0, high=1)
+        check_number(self.audio_noise, "audio_noise", low=0)
+        check_number(self.max_member_mb, "max_member_mb", low=0, low_open=True)
+
+
+@dataclass
+class DataConfig(AugmentConfig):
+    """Clip geometry (from the model) and augmentation (the fields of :class:`AugmentConfig`).
 
     Args:
         num_frames: frames per clip, T.
@@ -25,14 +66,6 @@ class DataConfig:
         num_samples: audio samples per clip, S (equal span to the video: T / fps seconds).
         max_words: words per sentence (16).
         num_captions: sentences per clip (5: the one at the window's centre and 4 neighbours).
-        min_resize: shorter side before cropping, pixels; default ``round(crop_size * 256 / 224)``.
-        crop_mode: ``"official"`` (resize + scale jitter + random crop; official default) or
-            ``"inception"`` (area 0.08-1, aspect 0.5-2, then resize; the paper's option).
-        scale_jitter: (low, high, probability) of the random shorter-side scale (0.8, 1.2, 0.8).
-        flip: horizontal flip in training.
-        color_jitter: brightness ±32/255, contrast/saturation 0.6-1.4, hue ±0.2 with p = 0.8.
-        color_jitter_prob: probability of applying colour jitter to a clip.
-        audio_noise: Gaussian noise of std ``audio_noise * max|x|`` added in training (0.01).
     """
 
     num_frames: int = 8
@@ -42,23 +75,12 @@ class DataConfig:
     num_samples: int = 12800
     max_words: int = 16
     num_captions: int = 5
-    min_resize: int | None = None
-    crop_mode: str = "official"
-    scale_jitter: tuple[float, float, float] = (0.8, 1.2, 0.8)
-    flip: bool = True
-    color_jitter: bool = True
-    color_jitter_prob: float = 0.8
-    audio_noise: float = 0.01
 
-    def __post_init__(self):
-        if self.crop_mode not in CROP_MODES:
-            raise ConfigError(f"crop_mode must be one of {CROP_MODES}, got {self.crop_mode!r}")
+    def check(self) -> None:
+        super().check()
         for name in ("num_frames", "crop_size", "sample_rate", "num_samples", "max_words", "num_captions"):
-            if int(getattr(self, name)) <= 0:
-                raise ConfigError(f"DataConfig.{name} must be positive, got {getattr(self, name)}")
-        if self.fps <= 0:
-            raise ConfigError(f"DataConfig.fps must be positive, got {self.fps}")
-        self.scale_jitter = tuple(float(x) for x in self.scale_jitter)
+            check_number(getattr(self, name), f"DataConfig.{name}", low=1)
+        check_number(self.fps, "DataConfig.fps", low=0, low_open=True)
 
     @property
     def resize(self) -> int:
@@ -71,9 +93,11 @@ class DataConfig:
         return self.num_frames / self.fps
 
     @classmethod
-    def from_model_config(cls, model_cfg, **overrides) -> "DataConfig":
-        """Geometry from a model config (duck-typed: ``video``, ``audio``, ``text`` sections)."""
-        geo = dict(
+    def from_model_config(cls, model_cfg, augment: AugmentConfig | None = None, **overrides) -> "DataConfig":
+        """Geometry from a model config (duck-typed: ``video``, ``audio``, ``text`` sections), the
+        augmentation of ``augment`` (default: official), then field ``overrides``."""
+        geo = (augment or AugmentConfig()).to_dict()
+        geo.update(
             num_frames=int(model_cfg.video.num_frames),
             fps=float(model_cfg.video.fps),
             crop_size=int(model_cfg.video.crop_size),
@@ -83,17 +107,6 @@ class DataConfig:
         )
         geo.update(overrides)
         return cls.from_dict(geo)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "DataConfig":
-        valid = {f.name for f in fields(cls)}
-        for k in d:
-            if k not in valid:
-                raise ConfigError(f"unknown data config key '{k}'{nearest(k, valid)}")
-        return cls(**d)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
     def replace(self, **kw) -> "DataConfig":
         return replace(self, **kw)

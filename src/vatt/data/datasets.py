@@ -1,33 +1,24 @@
 """Datasets of Batch-contract samples: map-style clips (folders, manifests, audio and labelled
-sets), streamed shards, weighted mixtures; and the factories that build them from source strings
-(:mod:`vatt.data.index` says what a source string means).
-
-Shard streaming: each epoch the shard list is shuffled with a seed shared by all ranks (training)
-and dealt round-robin to the ``world_size * num_workers`` loader workers (rank-major), so every
-shard is read exactly once per epoch. With ``resample=True`` each worker instead draws shards at
-random with replacement forever (an endless stream; no worker ever runs dry, which keeps ranks
-in step under DDP when shards are fewer than workers).
+sets) here, streamed shards and weighted mixtures in :mod:`vatt.data.streams`; and the factories
+that build them from source strings (:mod:`vatt.data.index` says what a source string means).
 """
 
 from __future__ import annotations
 
-import logging
 import os
-from collections.abc import Iterator
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, IterableDataset, get_worker_info
+from torch.utils.data import Dataset
 
-from ..errors import DataError, InputError
+from ..errors import InputError
 from ..text import WordTokenizer
 from .config import DataConfig
-from .index import ClipRef, index_source, list_shards, sample_to_ref
-from .sample import StatsMixin, load_sample, load_with_retries, try_load
-from .shards import iter_tar_samples
-from .stats import BAD, SampleStats
-
-log = logging.getLogger(__name__)
+from .index import ClipRef, index_source
+from .sample import StatsMixin, load_sample, load_with_retries
+from .shards import check_url_scheme
+from .stats import SampleStats
+from .streams import MixedStream, ShardDataset
 
 
 class ClipDataset(StatsMixin, Dataset):
@@ -71,158 +62,15 @@ class ClipDataset(StatsMixin, Dataset):
                                  draw=lambda: int(rng.integers(0, len(self.refs))))
 
 
-class MixedStream(StatsMixin, IterableDataset):
-    """Endless stream drawing each sample from one of several datasets with given weights.
-
-    Map-style members are read in random order per worker; iterable members (shards) are
-    iterated (and restarted when exhausted).
-    """
-
-    def __init__(self, datasets: list, weights: list[float], seed: int = 0, rank: int = 0):
-        if len(datasets) != len(weights):
-            raise InputError(f"{len(datasets)} sources but {len(weights)} weights")
-        if any(w < 0 for w in weights) or sum(weights) <= 0:
-            raise InputError(f"weights must be non-negative with a positive sum, got {weights}")
-        self.datasets, self.seed, self.rank = datasets, seed, rank
-        self.weights = np.asarray(weights, dtype=np.float64) / sum(weights)
-        self._stats = SampleStats()
-        self._epoch = 0
-        labelled = {getattr(d, "classes", None) is not None for d in datasets}
-        if len(labelled) > 1:
-            raise InputError("cannot mix labelled and unlabelled sources in one stream")
-        self.classes = getattr(datasets[0], "classes", None)
-        self.multi_label = getattr(datasets[0], "multi_label", False)
-        self.train = True
-
-    def _member_iter(self, k: int, rng: np.random.Generator):
-        d = self.datasets[k]
-        while True:
-            if isinstance(d, IterableDataset):
-                yield from d
-            else:
-                for i in rng.permutation(len(d)):
-                    yield d[int(i)]
-
-    def __iter__(self):
-        info = get_worker_info()
-        wid = info.id if info is not None else 0
-        self._epoch += 1
-        # The rank is part of the seed: loaders on all ranks share a seed, streams must differ.
-        rng = np.random.default_rng([self.seed, self.rank, torch.initial_seed() % 2**63, wid, self._epoch])
-        its = [self._member_iter(k, rng) for k in range(len(self.datasets))]
-        while True:
-            k = int(rng.choice(len(its), p=self.weights))
-            yield next(its[k])
-
-
-def split_shards(shards: list[str], *, rank: int = 0, world_size: int = 1, worker: int = 0, num_workers: int = 1,
-                 epoch: int = 0, seed: int = 0, shuffle: bool = True) -> list[str]:
-    """The shards one loader worker of one rank reads in ``epoch``.
-
-    All ranks shuffle with the same ``(seed, epoch)``; global worker ``rank * num_workers + worker``
-    takes every ``world_size * num_workers``-th shard, so the union over ranks and workers is the
-    whole list with no shard twice.
-    """
-    order = np.random.default_rng([seed, epoch]).permutation(len(shards)) if shuffle else np.arange(len(shards))
-    total = world_size * num_workers
-    return [shards[i] for i in order[rank * num_workers + worker :: total]]
-
-
-class ShardDataset(StatsMixin, IterableDataset):
-    """Streams samples from tar shards (see the module docstring for the split and resampling).
-
-    Bad samples are skipped; their reports ride on the next good sample so the loader counts them.
-    Training shuffles shards per epoch and samples within a buffer of ``shuffle_buffer``.
-    """
-
-    def __init__(self, source: str | list[str], cfg: DataConfig, tokenizer: WordTokenizer | None, *, train: bool = True,
-                 seed: int = 0, strict: bool = False, rank: int = 0, world_size: int = 1, resample: bool = False,
-                 shuffle_buffer: int = 64, classes: list[str] | None = None, multi_label: bool = False,
-                 num_windows: int | None = None, num_crops: int = 1):
-        self.shards = list_shards(source) if isinstance(source, str) else list(source)
-        self.cfg, self.tokenizer, self.train, self.seed, self.strict = cfg, tokenizer, train, seed, strict
-        self.rank, self.world_size, self.resample = rank, world_size, resample
-        self.shuffle_buffer = shuffle_buffer if train else 0
-        self.classes, self.multi_label = classes, multi_label
-        self.num_windows, self.num_crops = num_windows, num_crops
-        self._stats = SampleStats()
-        self.epoch = 0
-
-    @property
-    def num_shards(self) -> int:
-        return len(self.shards)
-
-    def _my_shards(self, rng: np.random.Generator) -> Iterator[str]:
-        info = get_worker_info()
-        worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        if self.resample:
-            while True:
-                yield self.shards[int(rng.integers(len(self.shards)))]
-        mine = split_shards(self.shards, rank=self.rank, world_size=self.world_size, worker=worker,
-                            num_workers=num_workers, epoch=self.epoch, seed=self.seed, shuffle=self.train)
-        if not mine and self.epoch == 1:
-            log.warning("rank %d worker %d has no shard (%d shards for %d workers); use resample=True or more shards",
-                        self.rank, worker, len(self.shards), self.world_size * num_workers)
-        yield from mine
-
-    def _raw(self, rng: np.random.Generator) -> Iterator[dict]:
-        """Undecoded tar samples of this worker's shards; a broken shard yields an ``"__event__"``."""
-        for shard in self._my_shards(rng):
-            try:
-                yield from iter_tar_samples(shard)
-            except DataError as e:
-                if self.strict:
-                    raise
-                yield {"__event__": (shard, "bad_shard", BAD, str(e))}
-
-    def _shuffled(self, items: Iterator[dict], rng: np.random.Generator) -> Iterator[dict]:
-        # The buffer holds compressed samples, not decoded clips, so it stays small in memory.
-        if not self.shuffle_buffer:
-            yield from items
-            return
-        buf: list[dict] = []
-        for item in items:
-            buf.append(item)
-            if len(buf) >= self.shuffle_buffer:
-                yield buf.pop(int(rng.integers(len(buf))))
-        while buf:
-            yield buf.pop(int(rng.integers(len(buf))))
-
-    def _load(self, raw: dict, rng: np.random.Generator) -> dict:
-        return load_sample(sample_to_ref(raw, self.classes), self.cfg, self.tokenizer, train=self.train, rng=rng,
-                           strict=self.strict, num_windows=self.num_windows, num_crops=self.num_crops,
-                           classes=self.classes, multi_label=self.multi_label)
-
-    def __iter__(self) -> Iterator[dict]:
-        self.epoch += 1
-        info = get_worker_info()
-        worker = info.id if info is not None else 0
-        extra = torch.initial_seed() % 2**63 if self.train else 0
-        rng = np.random.default_rng([self.seed, self.rank, worker, self.epoch, extra])
-        pending: list = []
-        for raw in self._shuffled(self._raw(rng), rng):
-            if "__event__" in raw:
-                pending.append(raw["__event__"])
-                continue
-            name = f"{raw['__shard__']}:{raw['__key__']}"
-            sample, event = try_load(lambda: self._load(raw, rng), name, self.strict)
-            if sample is None:
-                pending.append(event)
-                continue
-            sample["_events"] = pending + sample["_events"]
-            pending = []
-            yield sample
-        if pending:
-            yield {"_skip": True, "_events": pending, "key": ""}
-
-
 def open_source(source: str, cfg, tokenizer, *, train, seed, strict, rank, world_size, classes, num_windows=None,
                 num_crops=1):
     """The dataset of one source string: a :class:`ShardDataset` for shards, else a :class:`ClipDataset`."""
     ix = index_source(source, classes)
     common = dict(train=train, seed=seed, strict=strict, num_windows=num_windows, num_crops=num_crops)
     if ix.kind == "shards":
-        return ShardDataset(ix.shards, cfg, tokenizer, rank=rank, world_size=world_size, classes=ix.classes, **common)
+        check_url_scheme(ix.shards[0])
+        return ShardDataset(ix.shards, cfg, tokenizer, rank=rank, world_size=world_size, classes=ix.classes,
+                            max_member_bytes=int(cfg.max_member_mb * 2**20), **common)
     return ClipDataset(ix.refs, cfg, tokenizer, classes=ix.classes, multi_label=ix.multi_label, **common)
 
 
@@ -261,7 +109,7 @@ def build_dataset(sources: list[str] | str, cfg: DataConfig, tokenizer: WordToke
             raise InputError("cannot concatenate sources with different class lists")
         return ClipDataset([r for d in datasets for r in d.refs], cfg, tokenizer, train=train, seed=seed,
                            strict=strict, classes=first.classes, multi_label=any(d.multi_label for d in datasets))
-    return MixedStream(datasets, weights or [1.0] * len(datasets), seed=seed, rank=rank)
+    return MixedStream(datasets, weights or [1.0] * len(datasets), seed=seed, rank=rank, world_size=world_size)
 
 
 def build_eval_dataset(source: str, cfg: DataConfig, tokenizer: WordTokenizer | None = None, *,

@@ -4,7 +4,7 @@ turn folders, manifests and shard patterns into lists (no decoding here).
 Source strings and how their type is detected (first match wins; a ``kind:`` prefix such as
 ``labelled:path`` or ``audio:path`` forces a type):
 
-* ``*.tar``, a glob / brace pattern (``shards-{000..009}.tar``), a URL (``https://``, ``s3://``,
+* ``*.tar`` (``.tar.gz``, ``.tgz``), a glob / brace pattern (``shards-{000..009}.tar``), a URL (``https://``, ``s3://``,
   ``gs://``, ...), ``pipe:COMMAND``, or a folder holding ``*.tar`` files -> WebDataset shards
   (:mod:`vatt.data.shards`), streamed.
 * ``*.csv``, ``*.json``, ``*.jsonl`` -> manifest; rows ``path`` [, ``start``, ``end``,
@@ -32,13 +32,15 @@ from pathlib import Path
 from braceexpand import braceexpand
 
 from ..errors import InputError
-from .captions import Caption, CaptionError, decode_text, find_sidecar, parse_json_captions
+from .captions import CAPTION_SUFFIXES, Caption, CaptionError, decode_text, find_sidecar, parse_json_captions
+from .decode import MediaError
 
 log = logging.getLogger(__name__)
 
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".ts", ".3gp", ".ogv", ".wmv")
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".oga", ".m4a", ".opus", ".aac")
 MEDIA_SUFFIXES = VIDEO_SUFFIXES + AUDIO_SUFFIXES
+SHARD_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 _KIND_PREFIX = re.compile(r"^(folder|audio|labelled|manifest|shards):(.*)$")
 # A URL scheme (two letters or more, so a Windows drive letter is not one) or webdataset's pipe:.
 _URL = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]+://|pipe:)")
@@ -76,6 +78,11 @@ class SourceIndex:
     shards: list[str] = field(default_factory=list)
     classes: list[str] | None = None
     multi_label: bool = False
+    ignored: int = 0  # files in a folder source that are neither media nor captions
+
+
+def _shard_files(folder: Path) -> list[Path]:
+    return sorted(x for x in folder.iterdir() if x.name.lower().endswith(SHARD_SUFFIXES) and x.is_file())
 
 
 def is_url(source: str) -> bool:
@@ -87,13 +94,26 @@ def media_files(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.suffix.lower() in MEDIA_SUFFIXES and p.is_file() and not p.name.startswith("."))
 
 
+_NOT_IGNORED = {"classes.txt", "prepare_report.json"}
+
+
+def ignored_files(root: Path) -> list[Path]:
+    """Files under ``root`` that a folder source does not use: neither media nor captions."""
+    return sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")
+                  and p.suffix.lower() not in MEDIA_SUFFIXES + CAPTION_SUFFIXES and p.name not in _NOT_IGNORED)
+
+
+def _ignored_note(files: list[Path]) -> str:
+    return f"{len(files)} file(s) neither video nor audio, e.g. {', '.join(f.name for f in files[:3])}" if files else ""
+
+
 def detect_kind(source: str) -> tuple[str, str]:
     """``(kind, path)`` for a source string; see the module docstring for the rules."""
     m = _KIND_PREFIX.match(source)
     if m:
         return m.group(1), m.group(2)
     low = source.lower()
-    if is_url(source) or low.endswith(".tar") or any(ch in source for ch in "*?{"):
+    if is_url(source) or low.endswith(SHARD_SUFFIXES) or any(ch in source for ch in "*?{"):
         return "shards", source
     if low.endswith((".csv", ".json", ".jsonl")):
         return "manifest", source
@@ -101,11 +121,12 @@ def detect_kind(source: str) -> tuple[str, str]:
     if not p.exists():
         raise InputError(f"data source not found: {source} (expected a folder, a .csv/.json manifest or .tar shards)")
     if p.is_dir():
-        if any(p.glob("*.tar")):
+        if _shard_files(p):
             return "shards", source
         files = media_files(p)
         if not files:
-            raise InputError(f"no media files ({', '.join(MEDIA_SUFFIXES)}) under {source}")
+            note = _ignored_note(ignored_files(p))
+            raise InputError(f"no media files ({', '.join(MEDIA_SUFFIXES)}) under {source}" + (f" ({note})" if note else ""))
         depth_one = all(f.parent.parent == p for f in files)
         if depth_one and len({f.parent for f in files}) >= 2 and not any(find_sidecar(f) for f in files[:50]):
             return "labelled", source
@@ -127,9 +148,13 @@ def index_folder(root: str, audio_only: bool = False) -> list[ClipRef]:
 
 def read_classes_file(folder: Path) -> list[str] | None:
     f = folder / "classes.txt"
-    if f.is_file():
-        return [ln.strip() for ln in f.read_text(encoding="utf-8").splitlines() if ln.strip()]
-    return None
+    if not f.is_file():
+        return None
+    try:
+        text = f.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise InputError(f"{f}: class names must be UTF-8 text, one per line ({e.reason} at byte {e.start})") from None
+    return [ln.strip() for ln in text.splitlines() if ln.strip()]
 
 
 def index_labelled_folder(root: str, classes: list[str] | None) -> tuple[list[ClipRef], list[str]]:
@@ -175,6 +200,16 @@ def _labels_of(value) -> list[str]:
     return [v.strip() for v in str(value).split(";") if v.strip()]
 
 
+def _seconds(row: dict, column: str, mpath: Path, i: int) -> float | None:
+    value = row.get(column)
+    if value in (None, ""):
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"{mpath} row {i + 2}: '{column}' must be a number of seconds, got {value!r}") from None
+
+
 def index_manifest(path: str, classes: list[str] | None) -> tuple[list[ClipRef], list[str] | None, bool]:
     """Rows -> refs; returns ``(refs, classes or None, multi_label)``."""
     mpath = Path(path)
@@ -196,8 +231,7 @@ def index_manifest(path: str, classes: list[str] | None) -> tuple[list[ClipRef],
         media = Path(str(r["path"]))
         if not media.is_absolute():
             media = mpath.parent / media
-        start = float(r["start"]) if r.get("start") not in (None, "") else None
-        end = float(r["end"]) if r.get("end") not in (None, "") else None
+        start, end = (_seconds(r, col, mpath, i) for col in ("start", "end"))
         caps: str | list[Caption] | None = None
         if r.get("captions") not in (None, ""):
             cap = Path(str(r["captions"]))
@@ -232,13 +266,17 @@ def list_shards(source: str) -> list[str]:
     """Shard paths or URLs for a ``.tar`` file, a folder of them, a glob / brace pattern, or URLs.
 
     Local shards are sorted and must exist; URLs (``https://``, ``s3://``, ``pipe:``) are
-    brace-expanded in order and only opened when read.
+    brace-expanded in order and only opened when read; a glob in an fsspec URL (``s3://b/*.tar``)
+    is listed through fsspec.
     """
     if is_url(source):
-        return expand_braces(source)
+        urls = expand_braces(source)
+        if any(c in source for c in "*?[") and not source.lower().startswith(("pipe:", "http:", "https:")):
+            return _glob_urls(source, urls)
+        return urls
     p = Path(source)
     if p.is_dir():
-        shards = sorted(str(x) for x in p.glob("*.tar"))
+        shards = [str(x) for x in _shard_files(p)]
     else:
         shards = sorted({s for pat in expand_braces(source) for s in (glob.glob(pat) if any(c in pat for c in "*?[") else [pat])})
     missing = [s for s in shards if not Path(s).is_file()]
@@ -249,10 +287,28 @@ def list_shards(source: str) -> list[str]:
     return shards
 
 
+def _glob_urls(source: str, patterns: list[str]) -> list[str]:
+    """``s3://bucket/shard-*.tar`` and the like, listed through fsspec (sorted)."""
+    import fsspec
+
+    found = []
+    try:
+        for pattern in patterns:
+            fs, path = fsspec.core.url_to_fs(pattern)
+            found += sorted(fs.unstrip_protocol(p) for p in fs.glob(path))
+    except ImportError as e:
+        raise InputError(f"cannot list {source}: {e} (pip install the fsspec backend)") from None
+    if not found:
+        raise InputError(f"no shards match {source}")
+    return found
+
+
 def sample_to_ref(sample: dict, classes: list[str] | None = None) -> ClipRef:
     """A grouped tar sample (``{"__key__", "__shard__", ext: bytes}``) -> :class:`ClipRef` with the
     media bytes and inline captions. Raises :class:`CaptionError` for an unusable sample."""
     name = f"{sample['__shard__']}:{sample['__key__']}"
+    if "__too_large__" in sample:
+        raise MediaError(name, "too_large", sample["__too_large__"])
     media_ext = next((e for e in sample if "." + e in MEDIA_SUFFIXES), None)
     if media_ext is None:
         raise CaptionError(name, "no_media_member", f"members: {sorted(k for k in sample if not k.startswith('__'))}")
@@ -262,6 +318,8 @@ def sample_to_ref(sample: dict, classes: list[str] | None = None) -> ClipRef:
             meta = json.loads(sample["json"].decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             raise CaptionError(name, "bad_metadata", str(e)) from None
+        if not isinstance(meta, dict):
+            raise CaptionError(name, "bad_metadata", f"expected a JSON object, found {type(meta).__name__}")
     captions: list[Caption] | None = None
     if meta.get("captions"):
         captions = parse_json_captions(meta["captions"], name)
@@ -289,7 +347,10 @@ def index_source(source: str, classes: list[str] | None = None) -> SourceIndex:
     if kind == "manifest":
         refs, names, multi = index_manifest(path, classes)
         return SourceIndex(kind, path, refs=refs, classes=names, multi_label=multi)
+    ignored = ignored_files(Path(path))
+    if ignored:
+        log.warning("%s: ignored %s", path, _ignored_note(ignored))
     if kind == "labelled":
         refs, names = index_labelled_folder(path, classes)
-        return SourceIndex(kind, path, refs=refs, classes=names)
-    return SourceIndex(kind, path, refs=index_folder(path, audio_only=(kind == "audio")))
+        return SourceIndex(kind, path, refs=refs, classes=names, ignored=len(ignored))
+    return SourceIndex(kind, path, refs=index_folder(path, audio_only=(kind == "audio")), ignored=len(ignored))

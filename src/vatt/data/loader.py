@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
+from ..errors import DataError, VattError
+
 _TENSOR_KEYS = ("video", "audio", "text", "video_mask", "audio_mask", "text_mask", "label")
 
 
@@ -23,6 +25,8 @@ def collate(samples: list[dict]) -> dict:
     events = [e for s in samples for e in s.get("_events", ())]
     good = [s for s in samples if not s.get("_skip")]
     batch: dict = {"_events": events, "_good": len(good)}
+    if samples and "_pos" in samples[-1]:  # a stream's batch comes from one worker, in order
+        batch["_pos"] = samples[-1]["_pos"]
     if not good:
         return batch
     for k in _TENSOR_KEYS:
@@ -56,6 +60,25 @@ def keep_freed_memory(mmap_threshold: int = 32 << 20, trim_threshold: int = 1 <<
         return False
 
 
+def _one_line_errors(batches):
+    """Our errors raised in a loader worker come back with the worker's traceback in the message;
+    keep the error's own last line so the CLI can still print one line."""
+    try:
+        yield from batches
+    except VattError as e:
+        lines = str(e).strip().splitlines()
+        if len(lines) < 2:
+            raise
+        last = lines[-1]
+        prefix = f"{type(e).__module__}.{type(e).__qualname__}: "
+        msg = last[len(prefix):] if last.startswith(prefix) else last
+        try:
+            err = type(e)(msg)
+        except TypeError:  # an error class with another constructor
+            err = DataError(msg)
+        raise err from None
+
+
 def _worker_init(_):
     torch.set_num_threads(1)
     keep_freed_memory()
@@ -63,12 +86,23 @@ def _worker_init(_):
 
 class VattLoader(DataLoader):
     """A :class:`torch.utils.data.DataLoader` that yields only non-empty batches and records
-    skipped / masked samples in ``dataset.stats()``."""
+    skipped / masked samples in ``dataset.stats()``.
+
+    For streams (:mod:`vatt.data.streams`) it also records, per loader worker, the stream
+    position of the last batch handed out (``positions``, ``last_worker``), all-bad batches
+    included, so a trainer can save exactly what it consumed.
+    """
+
+    positions: dict
+    last_worker: int | None = None
 
     def __iter__(self):
         stats = self.dataset._stats
-        for batch in super().__iter__():
+        self.positions = {}
+        for batch in _one_line_errors(super().__iter__()):
             stats.record(batch.pop("_events"), good=batch.pop("_good"))
+            if "_pos" in batch:
+                self.last_worker, self.positions[self.last_worker] = batch.pop("_pos")
             if "key" in batch:
                 yield batch
 

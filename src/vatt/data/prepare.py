@@ -134,27 +134,58 @@ def _cut_job(job):
         return ref.path, [], (reason or "decode_error", getattr(e, "detail", "") if reason else f"{type(e).__name__}: {e}")
 
 
+def parse_part(text: str) -> tuple[int, int]:
+    """``"I/N"`` -> ``(I, N)`` with ``0 <= I < N`` (Slurm's ``$SLURM_ARRAY_TASK_ID/$N``)."""
+    try:
+        i, n = (int(x) for x in str(text).split("/"))
+    except ValueError:
+        raise InputError(f"--part must be I/N (the I-th of N slices, 0 <= I < N), got {text!r}") from None
+    if not 0 <= i < n:
+        raise InputError(f"--part I/N needs 0 <= I < N, got {text!r}")
+    return i, n
+
+
+def _report_name(part: tuple[int, int] | None) -> str:
+    return "prepare_report.json" if part is None else f"prepare_report.{part[0]:05d}-of-{part[1]:05d}.json"
+
+
 def prepare_shards(src: str, out: str | os.PathLike, *, clip_seconds: float = 10.0, max_count: int = 256,
-                   workers: int = 1, max_side: int = 360, fmt: ClipFormat | None = None, progress=None,
+                   workers: int = 1, max_side: int = 360, fmt: ClipFormat | None = None,
+                   part: tuple[int, int] | None = None, progress=None,
                    total=None) -> dict:
     """``vatt data prepare``: cut every file of ``src`` into clips and write tar shards to ``out``.
 
     Writes ``out/shard-NNNNN.tar`` and ``out/prepare_report.json`` (``{"source", "clip_seconds",
     "files_total", "files_ok", "clips", "shards", "skipped": [{"path", "reason", "detail"}],
-    "format"}``; ``format`` is the :class:`ClipFormat`, ``None`` values meaning "as the source").
-    Samples keep the source order (parallel workers are ordered), so output is deterministic.
+    "ignored", "format"}``; ``format`` is the :class:`ClipFormat`, ``None`` values meaning "as the
+    source"). Samples keep the source order (parallel workers are ordered), so output is
+    deterministic.
+
+    ``part=(I, N)`` processes only the I-th of N contiguous slices of the source's file list (one
+    machine of a Slurm array each): shards ``shard-pIIIII-NNNNN.tar`` and the report
+    ``prepare_report.IIIII-of-NNNNN.json``; sample keys are those of a one-machine run, so the
+    union of all parts holds exactly its samples. :func:`merge_reports` joins the reports.
     """
+    if not clip_seconds > 0:
+        raise InputError(f"clip_seconds must be > 0, got {clip_seconds}")
+    if max_side < 2:
+        raise InputError(f"max_side must be >= 2 pixels, got {max_side}")
+    if workers < 1:
+        raise InputError(f"workers must be >= 1, got {workers}")
     ix = index_source(str(src))
     if ix.kind == "shards":
         raise InputError(f"{src} already holds shards; `vatt data prepare` reads folders or manifests")
-    refs, classes = ix.refs, ix.classes
+    refs, classes, first = ix.refs, ix.classes, 0
+    if part is not None:
+        first, last = len(refs) * part[0] // part[1], len(refs) * (part[0] + 1) // part[1]
+        refs = refs[first:last]
     if total:
         total(len(refs))
     fmt = fmt or ClipFormat()
     jobs = [(r, clip_seconds, max_side, classes, fmt) for r in refs]
     skipped, n_clips, ok = [], 0, 0
     out = Path(out)
-    with ShardWriter(out, max_count) as writer:
+    with ShardWriter(out, max_count, prefix="shard" if part is None else f"shard-p{part[0]:05d}") as writer:
         if workers > 1:
             import multiprocessing as mp
 
@@ -163,7 +194,7 @@ def prepare_shards(src: str, out: str | os.PathLike, *, clip_seconds: float = 10
         else:
             pool, results = None, map(_cut_job, jobs)
         try:
-            for i, (p, clips, err) in enumerate(results):
+            for i, (p, clips, err) in enumerate(results, start=first):
                 if err:
                     skipped.append({"path": p, "reason": err[0], "detail": err[1]})
                     log.warning("%s: %s (skipped)", p, err[0])
@@ -181,9 +212,51 @@ def prepare_shards(src: str, out: str | os.PathLike, *, clip_seconds: float = 10
     shards = writer.shards
     report = {"source": str(src), "clip_seconds": clip_seconds, "files_total": len(refs), "files_ok": ok,
               "clips": n_clips, "shards": [os.path.basename(s) for s in shards], "skipped": skipped,
-              "format": {**asdict(fmt), "short_side": fmt.short_side or max_side}}
+              "ignored": ix.ignored, "format": {**asdict(fmt), "short_side": fmt.short_side or max_side}}
+    if part is not None:
+        report["part"] = list(part)
     if classes is not None:
         atomic_write_text(out / "classes.txt", "\n".join(classes) + "\n")
-    atomic_write_json(out / "prepare_report.json", report)
-    report["report_path"] = str(out / "prepare_report.json")
+    atomic_write_json(out / _report_name(part), report)
+    report["report_path"] = str(out / _report_name(part))
     return report
+
+
+def merge_reports(out: str | os.PathLike) -> dict:
+    """``vatt data merge-reports OUT``: join the per-part reports of ``prepare --part I/N`` runs
+    into ``OUT/prepare_report.json`` (totals summed, shard and skip lists concatenated in part
+    order). Every part 0..N-1 must be there, from the same source and clip length."""
+    out = Path(out)
+    paths = sorted(out.glob("prepare_report.*-of-*.json"))
+    if not paths:
+        raise InputError(f"no per-part reports (prepare_report.IIIII-of-NNNNN.json) in {out}")
+    parts = []
+    for p in paths:
+        try:
+            r = json.loads(p.read_text(encoding="utf-8"))
+            i, n = (int(x) for x in r["part"])
+            parts.append((i, n, r))
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise InputError(f"{p}: not a prepare report of a --part run ({type(e).__name__}: {e})") from None
+    counts = {n for _, n, _ in parts}
+    if len(counts) != 1:
+        raise InputError(f"{out} holds reports of runs split in different numbers of parts: {sorted(counts)}")
+    n = counts.pop()
+    missing = sorted(set(range(n)) - {i for i, _, _ in parts})
+    if missing:
+        raise InputError(f"{out}: parts {missing[:10]} of {n} have no report yet (still running, or failed?)")
+    parts.sort(key=lambda x: x[0])
+    first = parts[0][2]
+    for i, _, r in parts:
+        if (r.get("source"), r.get("clip_seconds")) != (first.get("source"), first.get("clip_seconds")):
+            raise InputError(f"{out}: part {i} was prepared from {r.get('source')} at {r.get('clip_seconds')} s, "
+                             f"part 0 from {first.get('source')} at {first.get('clip_seconds')} s")
+    merged = {"source": first["source"], "clip_seconds": first["clip_seconds"], "parts": n}
+    for key in ("files_total", "files_ok", "clips"):
+        merged[key] = sum(int(r[key]) for _, _, r in parts)
+    merged["shards"] = [s for _, _, r in parts for s in r["shards"]]
+    merged["skipped"] = [s for _, _, r in parts for s in r["skipped"]]
+    merged["ignored"] = int(first.get("ignored", 0))
+    atomic_write_json(out / "prepare_report.json", merged)
+    merged["report_path"] = str(out / "prepare_report.json")
+    return merged

@@ -37,6 +37,7 @@ import numpy as np
 from .captions import Caption, write_srt
 from .encode import encode_mp4, wav_bytes
 from ..atomic_io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from ..errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -222,6 +223,8 @@ def _make_job(job: tuple) -> tuple[str, str]:
 
 def default_counts(clips: int) -> dict[str, int]:
     """Files per subset for ``clips`` pretraining clips."""
+    if clips < 1:
+        raise InputError(f"clips must be >= 1, got {clips}")
     return {
         "pretrain": clips,
         "audio_only": max(1, clips // 4),
@@ -238,9 +241,11 @@ def make_corpus(out: str | os.PathLike, clips: int = 200, seed: int = 0, workers
     Labelled train/test clips cycle through the shapes so classes are balanced; retrieval clips
     take distinct (shape, colour, motion) combinations so each caption set points at one clip.
     """
+    if workers < 1:
+        raise InputError(f"workers must be >= 1, got {workers}")
+    counts = default_counts(clips)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    counts = default_counts(clips)
     combos = list(itertools.product(SHAPES, COLOURS, MOTIONS))
     order = np.random.default_rng([seed, 99]).permutation(len(combos))
     jobs = []

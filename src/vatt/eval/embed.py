@@ -17,6 +17,7 @@ from typing import Iterable, Sequence
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from ..progress import Progress, track
 from ..errors import CheckpointError, InputError
 
 log = logging.getLogger(__name__)
@@ -88,8 +89,9 @@ def _mask(batch: dict, modality: str, n: int) -> torch.Tensor:
 @torch.no_grad()
 def extract_features(model, dataset: Dataset, *, outputs: Sequence[str] = ("video_vt", "text_vt"),
                      batch_size: int = 8, device: str | torch.device = "cpu", num_workers: int = 0,
-                     progress: bool = False) -> dict:
-    """Model outputs for every item and view of an evaluation set.
+                     progress: Progress | None = None) -> dict:
+    """Model outputs for every item and view of an evaluation set (``progress``: see
+    :mod:`vatt.progress`, one unit per item).
 
     Args:
         outputs: model output names (``"video_vt"``, ``"video_va"``, ``"video_agg"``,
@@ -111,13 +113,8 @@ def extract_features(model, dataset: Dataset, *, outputs: Sequence[str] = ("vide
     loader = make_eval_loader(dataset, batch_size, num_workers)
     chunks: dict[str, list] = {}
     try:
-        iterator: Iterable = loader
-        if progress:
-            from tqdm import tqdm
-
-            iterator = tqdm(loader, desc="embedding", unit="batch", leave=False,
-                            total=math.ceil(len(dataset) / batch_size))
-        for batch in iterator:
+        for batch in track(progress, loader, total=len(dataset), desc="embedding", unit="item",
+                           size=lambda b: len(b["key"])):
             n = None
             for modality, names in wanted.items():
                 if not names:
@@ -210,7 +207,7 @@ def pool_windows(feats: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def embed_source(model, source, *, num_windows: int = 4, batch_size: int = 8, device="cpu", num_workers: int = 0,
-                 progress: bool = False) -> tuple[dict[str, torch.Tensor], dict]:
+                 progress: Progress | None = None) -> tuple[dict[str, torch.Tensor], dict]:
     """Embeddings of a folder of videos, a folder of audio files, or a text file.
 
     Returns ``(tensors, meta)``: tensors ``{name: [N, D]}`` (video: ``video_vt``, ``video_va``,
@@ -243,16 +240,13 @@ def save_embeddings(path, tensors: dict[str, torch.Tensor], meta: dict) -> Path:
     The header's ``"vatt"`` entry holds ``{"format": "vatt-embeddings", "modality", "items",
     "model", ...}`` so one file is self-describing (``safetensors`` readers show it as metadata).
     """
-    from safetensors.torch import save
-
-    from ..atomic_io import atomic_write_bytes
+    from ..atomic_io import atomic_write_safetensors
 
     n = {v.shape[0] for v in tensors.values()}
     if len(n) != 1 or n.pop() != len(meta.get("items", [])):
         raise InputError("every tensor needs one row per item in meta['items']")
     header = {"vatt": json.dumps({"format": EMBEDDINGS_FORMAT, **meta}, ensure_ascii=False)}
-    data = save({k: v.detach().float().cpu().contiguous() for k, v in tensors.items()}, metadata=header)
-    atomic_write_bytes(path, data)
+    atomic_write_safetensors(path, {k: v.float() for k, v in tensors.items()}, metadata=header)
     return Path(path)
 
 

@@ -20,7 +20,6 @@ Checkpoints: ``OUT/checkpoint/`` holds ``model.safetensors`` (backbone + head),
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import math
@@ -33,7 +32,13 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from ..config_engine import ConfigBase, check_choice, check_number
+from ..atomic_io import atomic_write_json, atomic_write_safetensors
+from ..state_io import load_state, save_state
+from ..progress import Progress, advance, start as start_phase, track
+from ..schedule import lr_at
 from ..errors import CheckpointError, ConfigError, InputError, nearest
+from ..model.heads import init_classifier_
 from .embed import make_eval_loader
 from .metrics import multilabel_metrics, topk_accuracy
 
@@ -43,11 +48,14 @@ TASKS = ("video", "audio", "image")
 
 
 @dataclass
-class FinetuneConfig:
-    """Fine-tuning hyper-parameters (defaults: the official video recipe, SPEC §5).
+class FinetuneConfig(ConfigBase):
+    """Fine-tuning hyper-parameters (defaults: the official video recipe, SPEC §5); presets by
+    task (``load_finetune_config("audio")``), YAML files and ``--set`` overrides as for pretraining.
 
     ``steps``: optimisation steps; ``warmup_steps``: linear warmup (official 2.5k of 100k+
     steps; capped at a tenth of ``steps`` here so short runs still reach the peak rate).
+    ``command``: the command line that made this config (written by the CLI; the first line of
+    ``OUT/config.yaml``).
     """
 
     task: str = "video"
@@ -67,14 +75,22 @@ class FinetuneConfig:
     checkpoint_every: int = 200
     num_workers: int = 0
     seed: int = 0
+    command: str = ""
 
-    def __post_init__(self):
-        if self.task not in TASKS:
-            raise ConfigError(f"unknown fine-tuning task '{self.task}'{nearest(self.task, TASKS)}")
-        if self.steps <= 0 or self.batch_size <= 0:
-            raise ConfigError(f"steps and batch_size must be positive, got {self.steps} and {self.batch_size}")
+    def check(self) -> None:
+        check_choice(self.task, "task", TASKS)
+        for name in ("steps", "batch_size", "test_windows", "checkpoint_every"):
+            check_number(getattr(self, name), name, low=1)
+        for name in ("warmup_steps", "num_workers", "seed", "weight_decay", "backbone_clip_norm", "mixup_alpha"):
+            check_number(getattr(self, name), name, low=0)
+        check_number(self.lr, "lr", low=0, high=10)  # 0 is allowed: a frozen run that only tests
+        check_number(self.momentum, "momentum", low=0, high=1, high_open=True)
+        check_number(self.label_smoothing, "label_smoothing", low=0, high=1, high_open=True)
+        check_number(self.head_dropout, "head_dropout", low=0, high=1, high_open=True)
         if self.test_crops not in (1, 3):
             raise ConfigError(f"test_crops must be 1 or 3, got {self.test_crops}")
+        if self.crop_size is not None:
+            check_number(self.crop_size, "crop_size", low=16, high=8192)
 
     @property
     def modality(self) -> str:
@@ -85,46 +101,64 @@ class FinetuneConfig:
         return min(self.warmup_steps, max(1, self.steps // 10))
 
 
+def load_finetune_config(name_or_path: str = "video", overrides=None) -> FinetuneConfig:
+    """A task preset (``video``, ``audio``, ``image``: the official recipe of that task) or a YAML
+    file, then dotted/``key=value`` overrides."""
+    from pathlib import Path as _Path
+
+    if name_or_path in TASKS:
+        cfg = FinetuneConfig(task=name_or_path)
+    elif _Path(name_or_path).is_file() or str(name_or_path).endswith((".yaml", ".yml", ".json")):
+        cfg = FinetuneConfig.load(name_or_path)
+    else:
+        raise ConfigError(f"--config expects a task preset ({', '.join(TASKS)}) or a YAML file; got "
+                          f"{name_or_path!r}{nearest(str(name_or_path), TASKS)}")
+    return cfg.override(overrides) if overrides else cfg
+
+
 class Classifier(nn.Module):
     """A VATT backbone's AGG feature → dropout → Linear(C).
 
     Args:
-        model: a :class:`vatt.model.VATT`; only its ``modality`` backbone is used.
+        model: a :class:`vatt.model.VATT`; only its ``modality`` backbone is used. A model with
+            its own classification head for ``modality`` and C classes (e.g. a converted official
+            fine-tune, ``config.classifier``) starts from that head.
         modality: ``"video"`` or ``"audio"``.
         num_classes: C.
-        bias_init: initial bias of the linear head (audio: −log(C−1)).
+        bias_init: initial bias of the linear head (default: the official one, below).
+
+    The head starts as the official one (see :func:`vatt.model.heads.classifier_head`):
+    Glorot-normal kernel and zero bias for video, Glorot-uniform kernel and bias −log(C−1) for
+    audio (multi-label).
     """
 
     def __init__(self, model: nn.Module, modality: str, num_classes: int, *, dropout: float = 0.5,
-                 bias_init: float = 0.0):
+                 bias_init: float | None = None):
         super().__init__()
         self.backbone = model
         self.modality = modality
-        width = _agg_width(model, modality)
         self.dropout = nn.Dropout(dropout)
-        self.head = nn.Linear(width, num_classes)
-        nn.init.zeros_(self.head.weight)  # official: zero-initialised classification kernel
-        nn.init.constant_(self.head.bias, bias_init)
+        self.head = nn.Linear(model.feature_dim(modality), num_classes)
+        init_classifier_(self.head, multilabel=modality == "audio")
+        if bias_init is not None:
+            nn.init.constant_(self.head.bias, bias_init)
+        own, own_cfg = getattr(model, "classifier", None), model.config.classifier
+        if own is not None and own_cfg.modality == modality and own.out_features == num_classes:
+            self.head.load_state_dict(own.state_dict())
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         # The backbone alone: the common-space heads (and their BatchNorm) play no part here.
-        return self.backbone._agg(self.modality, x)
+        return self.backbone.features(x, self.modality)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x``: video ``[B, T, H, W, 3]`` or audio ``[B, S]`` -> logits ``[B, C]``."""
         return self.head(self.dropout(self.features(x)))
 
 
-def _agg_width(model: nn.Module, modality: str) -> int:
-    if model.config.modality_agnostic:
-        return int(model.backbone.width)
-    return int(getattr(model, f"{modality}_backbone").width)
-
-
 # -- multi-view evaluation -----------------------------------------------------------------------
 @torch.no_grad()
 def predict_views(classifier: nn.Module, dataset: Dataset, *, batch_size: int = 4, device="cpu",
-                  num_workers: int = 0, progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+                  num_workers: int = 0, progress: Progress | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits averaged over every view of each item.
 
     Items carry ``"video"`` ``[V, T, H, W, 3]`` (V = windows x crops, 12 for the paper's test)
@@ -135,13 +169,10 @@ def predict_views(classifier: nn.Module, dataset: Dataset, *, batch_size: int = 
     was_training = classifier.training
     classifier.eval().to(device)
     loader = make_eval_loader(dataset, batch_size, num_workers)
-    if progress:
-        from tqdm import tqdm
-
-        loader = tqdm(loader, desc="testing", unit="batch", leave=False, total=math.ceil(len(dataset) / batch_size))
     logits, labels = [], []
     try:
-        for batch in loader:
+        for batch in track(progress, loader, total=len(dataset), desc="testing", unit="item",
+                           size=lambda b: len(b["label"])):
             x = batch[modality]
             n, views = x.shape[:2]
             out = classifier(x.reshape(n * views, *x.shape[2:]).to(device)).float().cpu()
@@ -154,7 +185,7 @@ def predict_views(classifier: nn.Module, dataset: Dataset, *, batch_size: int = 
     return torch.cat(logits), torch.cat(labels)
 
 
-def test_metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict:
+def classification_metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict:
     """top-1/top-5 for single-label ``labels [N]``; mAP/AUC/d′ for multi-hot ``labels [N, C]``."""
     if labels.dim() == 2:
         return multilabel_metrics(torch.sigmoid(logits), labels)
@@ -162,14 +193,6 @@ def test_metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict:
 
 
 # -- optimisation --------------------------------------------------------------------------------
-def warmup_cosine(step: int, total: int, warmup: int) -> float:
-    """Learning-rate factor: linear 0→1 over ``warmup`` steps, then half-cosine 1→0 at ``total``."""
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
 def inverse_frequency_weights(labels: torch.Tensor) -> torch.Tensor:
     """Per-class weights ``[C]`` ∝ 1 / (number of positives), normalised to mean 1 (multi-hot ``[N, C]``)."""
     counts = labels.float().sum(0).clamp_min(1.0)
@@ -206,6 +229,11 @@ class ImageFolder(Dataset):
     Each image becomes ``[depth, crop, crop, 3]`` in [-1, 1] (``depth`` = the video voxel's
     temporal size, so it is one temporal token). Training: the video augmentation of
     :mod:`vatt.data.transforms`; test: ``num_crops`` views stacked as ``[V, depth, crop, crop, 3]``.
+
+    Not torchvision's ``ImageFolder``: torchvision's wheels are built against one torch release
+    each (the one matching the pinned CPU torch here does not import: "operator torchvision::nms
+    does not exist"), and the package must not pin users' torch; this class is 40 lines. The same
+    holds for crop parameters (``RandomResizedCrop.get_params``) in :mod:`vatt.data.transforms`.
     """
 
     def __init__(self, root, data_cfg, depth: int, *, train: bool, num_crops: int = 1, classes=None, seed: int = 0):
@@ -284,13 +312,7 @@ def _image_depth(model) -> int:
 
 
 # -- checkpoints ---------------------------------------------------------------------------------
-def _save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict | None = None) -> None:
-    from safetensors.torch import save_file
-
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file({k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}, str(tmp),
-              metadata={k: json.dumps(v) for k, v in (metadata or {}).items()})
-    os.replace(tmp, path)
+FORMAT = "vatt-finetune-2"  # 2: optimizer state through vatt.state_io (optimizer.safetensors + .json)
 
 
 def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
@@ -303,18 +325,6 @@ def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path} is not a readable safetensors file: {e}") from None
 
 
-def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
-    state = optimizer.state_dict()
-    tensors, scalars = {}, {}
-    for idx, st in state["state"].items():
-        for name, value in st.items():
-            if isinstance(value, torch.Tensor):
-                tensors[f"{idx}.{name}"] = value
-            else:
-                scalars[f"{idx}.{name}"] = value
-    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
-
-
 def save_checkpoint(out_dir, classifier: Classifier, optimizer: torch.optim.Optimizer, step: int, info: dict) -> Path:
     """Write ``out_dir/checkpoint/`` as a whole: files go to a fresh folder, then it is swapped in."""
     out_dir = Path(out_dir)
@@ -323,12 +333,9 @@ def save_checkpoint(out_dir, classifier: Classifier, optimizer: torch.optim.Opti
 
     shutil.rmtree(new, ignore_errors=True)
     new.mkdir(parents=True)
-    _save_tensors(new / "model.safetensors", classifier.state_dict())
-    opt_tensors, opt_json = _optimizer_tensors(optimizer)
-    _save_tensors(new / "optimizer.safetensors", opt_tensors)
-    from ..atomic_io import atomic_write_json
-
-    atomic_write_json(new / "state.json", {"format": "vatt-finetune", "step": step, "optimizer": opt_json, **info})
+    atomic_write_safetensors(new / "model.safetensors", classifier.state_dict())
+    save_state(new, "optimizer", optimizer.state_dict())  # optimizer.safetensors + optimizer.json
+    atomic_write_json(new / "state.json", {"format": FORMAT, "step": step, **info})
     shutil.rmtree(old, ignore_errors=True)
     if final.exists():
         os.replace(final, old)
@@ -347,7 +354,7 @@ def load_checkpoint(ckpt_dir, classifier: Classifier, optimizer: torch.optim.Opt
         state = json.loads(state_path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise CheckpointError(f"{state_path} is corrupt: {e}") from None
-    if state.get("format") != "vatt-finetune":
+    if state.get("format") != FORMAT:
         raise CheckpointError(f"{state_path} is not a vatt fine-tuning state (format {state.get('format')!r})")
     weights = _load_tensors(ckpt_dir / "model.safetensors")
     try:
@@ -357,17 +364,9 @@ def load_checkpoint(ckpt_dir, classifier: Classifier, optimizer: torch.optim.Opt
     if missing or unexpected:
         raise CheckpointError(f"{ckpt_dir} does not match this classifier: missing {missing[:5]}, unexpected {unexpected[:5]}")
     if optimizer is not None:
-        tensors = _load_tensors(ckpt_dir / "optimizer.safetensors")
-        per_param: dict[int, dict] = {}
-        for key, value in tensors.items():
-            idx, name = key.split(".", 1)
-            per_param.setdefault(int(idx), {})[name] = value
-        for key, value in state["optimizer"]["scalars"].items():
-            idx, name = key.split(".", 1)
-            per_param.setdefault(int(idx), {})[name] = value
         try:
-            optimizer.load_state_dict({"state": per_param, "param_groups": state["optimizer"]["param_groups"]})
-        except (ValueError, KeyError) as e:
+            optimizer.load_state_dict(load_state(ckpt_dir, "optimizer"))
+        except (ValueError, KeyError, TypeError) as e:
             raise CheckpointError(f"{ckpt_dir}: the optimizer state does not fit this classifier ({e})") from None
     return state
 
@@ -405,7 +404,7 @@ def train_step(classifier: Classifier, optimizer: torch.optim.Optimizer, x: torc
 
 # -- the protocol --------------------------------------------------------------------------------
 def finetune(model, train_source, val_source, out_dir=None, *, config: FinetuneConfig | None = None,
-             device="cpu", progress: bool = False, **overrides) -> dict:
+             device="cpu", progress: Progress | None = None, **overrides) -> dict:
     """Fine-tune ``model`` on a labelled ``train_source`` and test on ``val_source``.
 
     Args:
@@ -418,7 +417,10 @@ def finetune(model, train_source, val_source, out_dir=None, *, config: FinetuneC
         ``{"task", "steps", "num_classes", "chance", "train_loss",`` and for video/image
         ``"top1", "top5"`` (fractions) or for audio ``"mAP", "AUC", "d_prime"}``.
     """
-    cfg = dataclasses.replace(config or FinetuneConfig(), **overrides)
+    cfg = (config or FinetuneConfig()).override(overrides) if overrides else (config or FinetuneConfig())
+    if out_dir is not None:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        cfg.save(Path(out_dir) / "config.yaml")  # starts with the command that made it
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     _no_droptoken(model)
@@ -437,51 +439,36 @@ def finetune(model, train_source, val_source, out_dir=None, *, config: FinetuneC
     pos_weight = inverse_frequency_weights(label_stats).to(device) if multilabel else None
     batches = _loop(make_eval_loader(train_set, cfg.batch_size, cfg.num_workers, shuffle=True,
                                      drop_last=len(train_set) > cfg.batch_size, seed=cfg.seed))
-    info = {"config": dataclasses.asdict(cfg), "classes": classes, "num_classes": num_classes}
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=cfg.steps, initial=start, desc=f"fine-tune {cfg.task}", unit="step")
+    info = {"config": cfg.to_dict(), "classes": classes, "num_classes": num_classes}
+    start_phase(progress, cfg.steps, f"fine-tune {cfg.task}", "step")
+    advance(progress, start)
     classifier.train()
     losses = []
     for step in range(start, cfg.steps):
         batch = next(batches)
         x, y = batch[cfg.modality].to(device), torch.as_tensor(batch["label"]).to(device)
         for group in optimizer.param_groups:
-            group["lr"] = cfg.lr * warmup_cosine(step, cfg.steps, cfg.effective_warmup)
+            group["lr"] = lr_at(step, peak=cfg.lr, final=0.0, warmup_steps=cfg.effective_warmup, total_steps=cfg.steps)
         loss = train_step(classifier, optimizer, x, y, cfg, pos_weight=pos_weight, generator=gen)
         losses.append(loss.item())
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{losses[-1]:.4f}")
+        advance(progress, 1, loss=f"{losses[-1]:.4f}")
         if out_dir is not None and ((step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps):
             save_checkpoint(out_dir, classifier, optimizer, step + 1, info)
-    if bar is not None:
-        bar.close()
     test_set = build_test_dataset(model, val_source, cfg, classes)
     logits, labels = predict_views(classifier, test_set, device=device, num_workers=cfg.num_workers,
                                    progress=progress)
-    metrics = test_metrics(logits, labels)
+    metrics = classification_metrics(logits, labels)
     result = {"task": cfg.task, "steps": cfg.steps, "num_classes": num_classes, "num_test": len(labels),
               "chance": 1.0 / num_classes, "train_loss": sum(losses[-20:]) / max(1, len(losses[-20:])), **metrics}
     log.info("fine-tuning %s: %s", cfg.task, result)
     if out_dir is not None:
-        from ..atomic_io import atomic_write_json
-
         atomic_write_json(Path(out_dir) / "results.json", result)
     return result
 
 
 def _no_droptoken(model) -> None:
     """Fine-tuning keeps every token (official fine-tuning configs use drop rate 0)."""
-    for modality in ("video", "audio"):
-        getattr(model.config, modality).drop_rate = 0.0
-        backbone = getattr(model, f"{modality}_backbone", None)
-        if backbone is not None:
-            backbone.drop_rate = 0.0
-    if model.config.modality_agnostic:
-        model.backbone.drop_rates = {"video": 0.0, "audio": 0.0}
+    model.set_droptoken_rates(video=0.0, audio=0.0)
 
 
 def _label_info(dataset: Dataset, classes, multilabel: bool) -> tuple[int, torch.Tensor]:

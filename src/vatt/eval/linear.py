@@ -30,7 +30,7 @@ MODALITIES = ("video", "audio")
 
 
 def frozen_features(model, source, *, modality: str = "video", num_windows: int = 1, batch_size: int = 8,
-                    device="cpu", num_workers: int = 0, progress: bool = False, classes=None
+                    device="cpu", num_workers: int = 0, progress: "Progress | None" = None, classes=None
                     ) -> tuple[torch.Tensor, torch.Tensor, list[str] | None]:
     """Window-averaged AGG features ``[N, D]``, labels ``[N]`` and the class names (None when
     the source does not name them) of a labelled source; ``classes`` fixes the label ids."""
@@ -132,21 +132,23 @@ def classify_features(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torc
             "num_classes": num_classes, "num_train": len(train_x), "num_test": len(test_x)}
 
 
-def linear_probe(model, train_source, test_source, *, modality: str = "video", classifier: str = "logistic",
+def linear_probe(model, train_source, test_source, *, modality: str = "video",
+                 classifier: str | Sequence[str] = "logistic",
                  num_windows: int = 4, device="cpu", splits: Sequence[tuple] | None = None, batch_size: int = 8,
-                 num_workers: int = 0, seed: int = 0, progress: bool = False) -> dict:
+                 num_workers: int = 0, seed: int = 0, progress: "Progress | None" = None) -> dict:
     """Linear probe of ``model``'s frozen ``modality`` AGG features.
 
     Args:
         train_source, test_source: labelled sources (class-per-folder or CSV; see docs/DATA.md).
         modality: ``"video"`` or ``"audio"``.
-        classifier: ``"logistic"`` or ``"official"`` (see the module docstring).
+        classifier: ``"logistic"`` or ``"official"`` (see the module docstring), or a list of
+            them: features are extracted once and the result is ``{classifier: result}``.
         num_windows: test windows averaged per item (training uses one clip per item).
         splits: optional ``[(train_source, test_source), ...]``; when given, ``train_source``
             and ``test_source`` must be None and the accuracy is the mean over the splits.
     Returns:
         ``{"accuracy", "chance", "num_classes", "num_train", "num_test", "classifier",
-        "modality"}`` (+ ``"split_accuracies"`` with splits); accuracy is a fraction in [0, 1].
+        "modality", "split_accuracies"}``; accuracy (the mean over splits) is a fraction in [0, 1].
     """
     if splits is None:
         if train_source is None or test_source is None:
@@ -154,23 +156,26 @@ def linear_probe(model, train_source, test_source, *, modality: str = "video", c
         splits = [(train_source, test_source)]
     elif train_source is not None or test_source is not None:
         raise InputError("give either train_source/test_source or splits, not both")
-    if classifier not in CLASSIFIERS:
-        raise InputError(f"classifier must be one of {CLASSIFIERS}, got {classifier!r}")
-    results = []
+    classifiers = [classifier] if isinstance(classifier, str) else list(classifier)
+    for c in classifiers:
+        if c not in CLASSIFIERS:
+            raise InputError(f"classifier must be one of {CLASSIFIERS}, got {c!r}")
+    per_classifier: dict[str, list[dict]] = {c: [] for c in classifiers}
+    kw = dict(modality=modality, batch_size=batch_size, device=device, num_workers=num_workers, progress=progress)
     for train, test in splits:
-        kw = dict(modality=modality, batch_size=batch_size, device=device, num_workers=num_workers, progress=progress)
         train_x, train_y, classes = frozen_features(model, train, num_windows=1, **kw)
         test_x, test_y, _ = frozen_features(model, test, num_windows=num_windows, classes=classes, **kw)
         num_classes = len(classes) if classes else None
-        res = classify_features(train_x, train_y, test_x, test_y, classifier=classifier,
-                                num_classes=num_classes, seed=seed)
-        log.info("linear probe (%s, %s): accuracy %.4f on %d test items", modality, classifier,
-                 res["accuracy"], res["num_test"])
-        results.append(res)
-    out = dict(results[0])
-    out.update(classifier=classifier, modality=modality,
-               accuracy=sum(r["accuracy"] for r in results) / len(results))
-    if len(results) > 1:
-        out["split_accuracies"] = [r["accuracy"] for r in results]
-    return out
+        for c in classifiers:
+            res = classify_features(train_x, train_y, test_x, test_y, classifier=c, num_classes=num_classes, seed=seed)
+            log.info("linear probe (%s, %s): accuracy %.4f on %d test items", modality, c, res["accuracy"],
+                     res["num_test"])
+            per_classifier[c].append(res)
+    outs = {}
+    for c, results in per_classifier.items():
+        out = dict(results[0])
+        out.update(classifier=c, modality=modality, accuracy=sum(r["accuracy"] for r in results) / len(results),
+                   split_accuracies=[r["accuracy"] for r in results])
+        outs[c] = out
+    return outs[classifier] if isinstance(classifier, str) else outs
 

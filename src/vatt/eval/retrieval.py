@@ -20,6 +20,7 @@ use pessimistic ties (:mod:`vatt.eval.metrics`).
 from __future__ import annotations
 
 import logging
+from typing import Sequence
 
 import torch
 
@@ -105,28 +106,33 @@ def retrieval_from_features(feats: dict, *, average: str = "embeddings", caption
 
 
 def zero_shot_retrieval(model, source, *, num_windows: int = 4, batch_size: int = 8, device="cpu",
-                        num_workers: int = 0, average: str = "embeddings", caption: str | int = "centre",
-                        with_audio: bool = True, progress: bool = False) -> dict:
+                        num_workers: int = 0, average: str | Sequence[str] = "embeddings",
+                        caption: str | int = "centre", with_audio: bool = True,
+                        progress: "Progress | None" = None) -> dict:
     """Zero-shot text↔video (and audio↔video) retrieval of ``model`` on ``source``.
 
     Args:
         source: an evaluation source for :func:`vatt.data.build_eval_dataset` (or a built one).
         num_windows: windows per video (paper: 4).
-        average: ``"embeddings"`` or ``"similarities"`` (see the module docstring).
+        average: ``"embeddings"`` or ``"similarities"`` (see the module docstring), or a list of
+            them: the features are extracted once and the result is ``{average: result}``.
         caption: which caption is each video's query (see the module docstring).
     Returns:
         see :func:`retrieval_from_features`; R@K are fractions in [0, 1], ranks are 1-based.
     """
-    if average not in AVERAGES:
-        raise InputError(f"average must be one of {AVERAGES}, got {average!r}")
+    averages = [average] if isinstance(average, str) else list(average)
+    for a in averages:
+        if a not in AVERAGES:
+            raise InputError(f"average must be one of {AVERAGES}, got {a!r}")
     dataset = eval_dataset(model, source, num_windows=num_windows)
     outputs = ["video_vt", "text_vt"] + (["video_va", "audio_va"] if with_audio else [])
     feats = extract_features(model, dataset, outputs=available_outputs(dataset, outputs), batch_size=batch_size,
                              device=device, num_workers=num_workers, progress=progress)
-    result = retrieval_from_features(feats, average=average, caption=caption)
-    log.info("zero-shot retrieval on %d videos (%s): %s", result["num_videos"], average,
-             {k: v for k, v in result.get("text_to_video", {}).items()})
-    return result
+    results = {a: retrieval_from_features(feats, average=a, caption=caption) for a in averages}
+    for a, result in results.items():
+        log.info("zero-shot retrieval on %d videos (%s): %s", result["num_videos"], a,
+                 {k: v for k, v in result.get("text_to_video", {}).items()})
+    return results[average] if isinstance(average, str) else results
 
 
 def available_outputs(dataset, outputs: list[str]) -> list[str]:

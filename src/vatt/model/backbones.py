@@ -9,16 +9,15 @@ learned aggregation token, prepended after positions and DropToken).
 
 from __future__ import annotations
 
+from typing import Iterator
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..config import ModelConfig
 from .layers import RMSNorm, T5Block, T5RelativeBias, TransformerEncoder, glorot_linear
-from .tokenizers import (
-    AudioTokenizer, SpatioTemporalPositions, TemporalPositions, VideoTokenizer, keep_indices, take_tokens,
-    video_patches,
-)
+from .tokenizers import AudioTokenizer, SpatioTemporalPositions, TemporalPositions, VideoTokenizer
 
 MASK_VALUE = -1e9  # the official additive mask value for padded keys
 
@@ -44,51 +43,71 @@ def padding_mask(ids: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch
     return torch.zeros(pad.shape, dtype=dtype, device=ids.device).masked_fill(pad, MASK_VALUE)[:, None, None, :]
 
 
-class _DropTokenMixin:
+class _Backbone(nn.Module):
+    """What every tower offers: ``forward(x) -> [B, D]`` (the AGG feature),
+    ``forward_features(x) -> [B, 1 + N, D]`` (every output token, AGG first) and
+    ``transformer_blocks()``."""
+
+    encoder: TransformerEncoder
+
+    def transformer_blocks(self) -> Iterator[nn.Module]:
+        """The transformer blocks, input to output (used by activation checkpointing and FSDP)."""
+        return iter(self.encoder.blocks)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_features(x)[:, 0]
+
+
+class _Tower(_Backbone):
+    """Video or audio tower: tokenizer (DropToken in training), AGG token, encoder, and for
+    agnostic fine-tunes the official pre/post projections (``pre_proj``/``post_proj_dim``)."""
+
     drop_rate: float
+
+    def __init__(self, cfg: ModelConfig, modality: str, tokenizer: nn.Module, enc):
+        super().__init__()
+        geometry = getattr(cfg, modality)
+        self.drop_rate = geometry.drop_rate
+        self.per_sample_drop = cfg.droptoken == "sample"
+        self.tokenizer = tokenizer
+        self.pre_proj = glorot_linear(enc.width, enc.width) if geometry.pre_proj else None
+        self.agg = _agg_token(enc.width)
+        self.encoder = TransformerEncoder(enc, cfg.dropout, cfg.layer_norm_eps, cfg.attention_dropout)
+        self.post_proj = glorot_linear(enc.width, geometry.post_proj_dim) if geometry.post_proj_dim else None
+        self.width = geometry.post_proj_dim or enc.width
 
     def _rate(self) -> float:
         """The DropToken rate now: ``drop_rate`` in training mode, 0 in eval mode."""
         return self.drop_rate if self.training else 0.0
 
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        project = (lambda t: F.gelu(self.pre_proj(t))) if self.pre_proj is not None else None
+        tokens = self.tokenizer(x, self._rate(), self.per_sample_drop, project=project)
+        out = self.encoder(prepend(self.agg, tokens))
+        return F.gelu(self.post_proj(out)) if self.post_proj is not None else out
 
-class VideoTransformer(_DropTokenMixin, nn.Module):
+
+class VideoTransformer(_Tower):
     """ViT over voxels. ``forward(video [B, T, H, W, 3]) -> [B, D]`` (the AGG feature).
 
     DropToken at ``cfg.video.drop_rate`` runs in training mode only.
     """
 
     def __init__(self, cfg: ModelConfig):
-        super().__init__()
         enc = cfg.video_encoder
-        self.width = enc.width
-        self.drop_rate = cfg.video.drop_rate
-        self.per_sample_drop = cfg.droptoken == "sample"
-        self.tokenizer = VideoTokenizer(cfg.video.patch_size, cfg.video.grid, enc.width, cfg.dropout, cfg.layer_norm_eps)
-        self.agg = _agg_token(enc.width)
-        self.encoder = TransformerEncoder(enc, cfg.dropout, cfg.layer_norm_eps, cfg.attention_dropout)
-
-    def forward(self, video: torch.Tensor) -> torch.Tensor:
-        x = self.tokenizer(video, self._rate(), self.per_sample_drop)
-        return self.encoder(prepend(self.agg, x))[:, 0]
+        tokenizer = VideoTokenizer(cfg.video.patch_size, cfg.video.grid, enc.width, cfg.dropout, cfg.layer_norm_eps,
+                                   resample=cfg.position_resample, keep_rule=cfg.droptoken_keep)
+        super().__init__(cfg, "video", tokenizer, enc)
 
 
-class AudioTransformer(_DropTokenMixin, nn.Module):
+class AudioTransformer(_Tower):
     """WaT over raw waveform patches. ``forward(audio [B, S]) -> [B, D]``."""
 
     def __init__(self, cfg: ModelConfig):
-        super().__init__()
         enc = cfg.audio_encoder
-        self.width = enc.width
-        self.drop_rate = cfg.audio.drop_rate
-        self.per_sample_drop = cfg.droptoken == "sample"
-        self.tokenizer = AudioTokenizer(cfg.audio.patch_size, cfg.audio.num_tokens, enc.width, cfg.dropout, cfg.layer_norm_eps)
-        self.agg = _agg_token(enc.width)
-        self.encoder = TransformerEncoder(enc, cfg.dropout, cfg.layer_norm_eps, cfg.attention_dropout)
-
-    def forward(self, audio: torch.Tensor) -> torch.Tensor:
-        x = self.tokenizer(audio, self._rate(), self.per_sample_drop)
-        return self.encoder(prepend(self.agg, x))[:, 0]
+        tokenizer = AudioTokenizer(cfg.audio.patch_size, cfg.audio.num_tokens, enc.width, cfg.dropout,
+                                   cfg.layer_norm_eps, resample=cfg.position_resample, keep_rule=cfg.droptoken_keep)
+        super().__init__(cfg, "audio", tokenizer, enc)
 
 
 def _word_table(cfg: ModelConfig) -> nn.Embedding:
@@ -99,7 +118,7 @@ def _word_table(cfg: ModelConfig) -> nn.Embedding:
     return table
 
 
-class TextTransformer(nn.Module):
+class TextTransformer(_Backbone):
     """T5-style text encoder (official VATT text model). ``forward(ids [N, W]) -> [N, D]``.
 
     Words are looked up in a ``vocab x word_dim`` table (official: frozen word2vec, 2^16 x 300;
@@ -123,13 +142,16 @@ class TextTransformer(nn.Module):
         )
         self.norm = RMSNorm(enc.width, cfg.layer_norm_eps)
 
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+    def transformer_blocks(self) -> Iterator[nn.Module]:
+        return iter(self.blocks)
+
+    def forward_features(self, ids: torch.Tensor) -> torch.Tensor:
         x = prepend(self.agg, self.words(ids))
         x = self.drop(F.gelu(self.proj(x)))
         bias = self.relative_bias(x.shape[1]) + padding_mask(ids)  # [N, heads, 1+W, 1+W]
         for block in self.blocks:
             x = block(x, bias)
-        return self.drop(self.norm(x))[:, 0]
+        return self.drop(self.norm(x))
 
 
 class _Stem(nn.Module):
@@ -149,47 +171,52 @@ class ModalityAgnosticTransformer(nn.Module):
     """One shared Transformer encoder, run separately per modality (official "UniversalVATT").
 
     ``forward(x, modality)`` with ``modality`` in {"video", "audio", "text"} returns ``[B, post]``
-    (the post-projected AGG feature). DropToken applies to video and audio in training.
+    (the post-projected AGG feature); ``forward_features`` every post-projected token
+    ``[B, 1 + N, post]``. DropToken applies to video and audio in training.
     """
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         enc = cfg.shared_encoder
         d, eps, p = enc.width, cfg.layer_norm_eps, cfg.dropout
+        rs, keep = cfg.position_resample, cfg.droptoken_keep
         self.width = cfg.post_proj_dim
         self.drop_rates = {"video": cfg.video.drop_rate, "audio": cfg.audio.drop_rate}
         self.per_sample_drop = cfg.droptoken == "sample"
         self.video = _Stem(
-            VideoTokenizer(cfg.video.patch_size, cfg.video.grid, d, p, eps, with_positions=False),
-            d, SpatioTemporalPositions(cfg.video.grid, d, p, eps), d, cfg.post_proj_dim,
+            VideoTokenizer(cfg.video.patch_size, cfg.video.grid, d, p, eps, with_positions=False, keep_rule=keep),
+            d, SpatioTemporalPositions(cfg.video.grid, d, p, eps, rs), d, cfg.post_proj_dim,
         )
         self.audio = _Stem(
-            AudioTokenizer(cfg.audio.patch_size, cfg.audio.num_tokens, d, p, eps, with_positions=False),
-            d, TemporalPositions(cfg.audio.num_tokens, d, p, eps), d, cfg.post_proj_dim,
+            AudioTokenizer(cfg.audio.patch_size, cfg.audio.num_tokens, d, p, eps, with_positions=False, keep_rule=keep),
+            d, TemporalPositions(cfg.audio.num_tokens, d, p, eps, rs), d, cfg.post_proj_dim,
         )
         self.text = _Stem(
-            _word_table(cfg), cfg.text.word_dim, TemporalPositions(cfg.text.max_words, d, p, eps), d, cfg.post_proj_dim,
+            _word_table(cfg), cfg.text.word_dim, TemporalPositions(cfg.text.max_words, d, p, eps, rs), d,
+            cfg.post_proj_dim,
         )
         self.encoder = TransformerEncoder(enc, p, eps, cfg.attention_dropout)
+
+    def transformer_blocks(self) -> Iterator[nn.Module]:
+        return iter(self.encoder.blocks)
 
     def _tokens(self, x: torch.Tensor, modality: str) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Embedded, pre-projected, position-encoded tokens (DropToken applied) and the key mask."""
         stem: _Stem = getattr(self, modality)
         if modality == "text":
             return stem.positions(F.gelu(stem.pre_proj(stem.embed(x)))), padding_mask(x)
-        if modality == "video":
-            raw, grid = video_patches(x, stem.embed.patch_size)
-            where: tuple = (grid,)
-        else:
-            raw = stem.embed.patches(x)
-            where = (raw.shape[1],)
         rate = self.drop_rates.get(modality, 0.0) if self.training else 0.0
-        # DropToken before the per-token projections: the official result, without the dropped work
-        idx = keep_indices(raw.shape[0], raw.shape[1], rate, self.per_sample_drop, x.device)
-        tokens = F.gelu(stem.pre_proj(stem.embed.proj(take_tokens(raw, idx))))
-        return stem.positions(tokens, *where, idx), None
+        tokens = stem.embed(x, rate, self.per_sample_drop, project=lambda t: F.gelu(stem.pre_proj(t)),
+                            positions=stem.positions)
+        return tokens, None
+
+    def forward_features(self, x: torch.Tensor, modality: str) -> torch.Tensor:
+        tokens, mask = self._tokens(x, modality)
+        stem = getattr(self, modality)
+        return F.gelu(stem.post_proj(self.encoder(prepend(stem.agg, tokens), mask)))
 
     def forward(self, x: torch.Tensor, modality: str) -> torch.Tensor:
         tokens, mask = self._tokens(x, modality)
-        out = self.encoder(prepend(getattr(self, modality).agg, tokens), mask)
-        return F.gelu(getattr(self, modality).post_proj(out[:, 0]))
+        stem = getattr(self, modality)
+        out = self.encoder(prepend(stem.agg, tokens), mask)
+        return F.gelu(stem.post_proj(out[:, 0]))

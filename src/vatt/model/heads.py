@@ -9,15 +9,25 @@ Official placement (default, it produced the published checkpoints)::
 
 ``bn_placement="paper"``: the paper's "BN after every linear": the audio and text heads become
 Linear (no bias) -> BN too. Outputs are not L2-normalised (the loss and retrieval do that).
+
+BatchNorm running variance: in training, PyTorch updates ``running_var`` with the *unbiased*
+batch variance (``n / (n - 1)`` times the biased one), Keras (official) with the *biased* one.
+Inference uses the stored statistics, so converted official checkpoints give the official
+outputs exactly; only the statistics a long training run accumulates differ, by that factor
+(1.0002 at the paper's batch 4096 per BN call, larger for small batches). We keep PyTorch's rule.
+
+:func:`classifier_head` is the fine-tuning classification layer (official initialisation).
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import HeadConfig
+from ..config import ClassifierConfig, HeadConfig
 from .layers import glorot_linear
 
 
@@ -66,3 +76,29 @@ class CommonSpaceHeads(nn.Module):
     def text(self, agg: torch.Tensor) -> torch.Tensor:
         """``[..., Dt]`` -> ``[..., 256]``."""
         return self.text_vt(agg)
+
+
+def classifier_head(in_dim: int, cfg: ClassifierConfig) -> nn.Linear:
+    """``Linear(in_dim -> num_classes)`` initialised as the official fine-tuning heads.
+
+    Official (followed here): video classification uses a Glorot-*normal* kernel (Keras: a
+    normal truncated at 2 std, std ``sqrt(2 / (fan_in + fan_out))``) and zero bias; audio
+    (multi-label) uses a Glorot-*uniform* kernel and bias ``-log(C - 1)``, so every sigmoid
+    starts near the prior ``1 / C``.
+    """
+    head = nn.Linear(in_dim, cfg.num_classes)
+    init_classifier_(head, cfg.multilabel)
+    return head
+
+
+def init_classifier_(head: nn.Linear, multilabel: bool) -> None:
+    """Official initialisation of a classification ``head`` in place (see :func:`classifier_head`)."""
+    c = head.out_features
+    with torch.no_grad():
+        if multilabel:
+            nn.init.xavier_uniform_(head.weight)
+            head.bias.fill_(-math.log(c - 1) if c > 1 else 0.0)
+        else:
+            std = (2.0 / (head.in_features + c)) ** 0.5 / 0.87962566103423978
+            nn.init.trunc_normal_(head.weight, std=std, a=-2 * std, b=2 * std)
+            head.bias.zero_()

@@ -82,7 +82,29 @@ class MLP(nn.Module):
         return self.fc2(self.drop(F.gelu(self.fc1(x))))
 
 
-class TransformerBlock(nn.Module):
+class CheckpointableBlock(nn.Module):
+    """A transformer block that can recompute its activations in the backward pass.
+
+    ``grad_checkpointing = True`` (set through ``VATT.set_grad_checkpointing``) runs
+    :meth:`block_forward` under ``torch.utils.checkpoint`` in training with gradients on: the
+    block's activations are not stored but recomputed, trading ~30% more compute for memory.
+    Outputs and gradients are unchanged; the state dict too.
+    """
+
+    grad_checkpointing: bool = False
+
+    def block_forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        if self.grad_checkpointing and self.training and torch.is_grad_enabled():
+            from torch.utils.checkpoint import checkpoint
+
+            return checkpoint(self.block_forward, x, mask, use_reentrant=False)
+        return self.block_forward(x, mask)
+
+
+class TransformerBlock(CheckpointableBlock):
     """Pre-LN block: ``x + drop(attn(LN(x)))`` then ``x + drop(mlp(LN(x)))`` (LayerNorm eps 1e-6)."""
 
     def __init__(self, cfg: EncoderConfig, dropout: float = 0.1, eps: float = 1e-6, attention_dropout: float = 0.1):
@@ -93,7 +115,7 @@ class TransformerBlock(nn.Module):
         self.mlp = MLP(cfg.width, cfg.mlp_dim, bias=True, dropout=dropout)
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def block_forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         x = x + self.drop(self.attn(self.norm1(x), mask))
         return x + self.drop(self.mlp(self.norm2(x)))
 
@@ -170,7 +192,7 @@ class T5RelativeBias(nn.Module):
         return self.embedding(buckets).permute(2, 0, 1).unsqueeze(0)
 
 
-class T5Block(nn.Module):
+class T5Block(CheckpointableBlock):
     """T5 encoder layer as in the official VATT text model.
 
     ``x + drop(attn(RMSNorm(x), bias))`` with unscaled, bias-free attention, then
@@ -186,6 +208,6 @@ class T5Block(nn.Module):
         self.mlp = MLP(cfg.width, cfg.mlp_dim, bias=False, dropout=dropout)
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    def block_forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
         x = x + self.drop(self.attn(self.norm1(x), bias))
         return x + self.drop(self.mlp(self.norm2(x)))

@@ -15,7 +15,7 @@ import logging
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -25,7 +25,7 @@ from ..config import DEFAULT_PRESET, ModelConfig, get_config
 from ..errors import CheckpointError, ConfigError, InputError, describe_tensor
 from ..text import WordTokenizer
 from .backbones import AudioTransformer, ModalityAgnosticTransformer, TextTransformer, VideoTransformer
-from .heads import CommonSpaceHeads
+from .heads import CommonSpaceHeads, classifier_head
 
 log = logging.getLogger(__name__)
 
@@ -68,12 +68,84 @@ class VATT(nn.Module):
             self.text_backbone = TextTransformer(config)
             dims = (self.video_backbone.width, self.audio_backbone.width, self.text_backbone.width)
         self.heads = CommonSpaceHeads(*dims, config.heads)
+        if config.classifier is not None:
+            self.classifier = classifier_head(self.feature_dim(config.classifier.modality), config.classifier)
 
-    # -- forward -------------------------------------------------------------------------------
-    def _agg(self, modality: str, x: torch.Tensor) -> torch.Tensor:
+    # -- features and training hooks -------------------------------------------------------------
+    def features(self, x: torch.Tensor, modality: str) -> torch.Tensor:
+        """The backbone's AGG feature ``[B, D]`` of ``x`` (no common-space heads)."""
         if self.config.modality_agnostic:
             return self.backbone(x, modality)
         return getattr(self, f"{modality}_backbone")(x)
+
+    def token_features(self, x: torch.Tensor, modality: str) -> torch.Tensor:
+        """Every output token of the backbone, ``[B, 1 + N, D]``: the AGG feature first, then the
+        N input tokens (video in (t, h, w) order; text includes padding positions)."""
+        if self.config.modality_agnostic:
+            return self.backbone.forward_features(x, modality)
+        return getattr(self, f"{modality}_backbone").forward_features(x)
+
+    _agg = features  # the name used before ``features`` was public
+
+    def feature_dim(self, modality: str) -> int:
+        """Width ``D`` of :meth:`features` for ``modality``."""
+        if self.config.modality_agnostic:
+            return int(self.backbone.width)
+        return int(getattr(self, f"{modality}_backbone").width)
+
+    def transformer_blocks(self) -> Iterator[nn.Module]:
+        """Every transformer block of every backbone (the units of activation checkpointing and
+        FSDP sharding)."""
+        if self.config.modality_agnostic:
+            yield from self.backbone.transformer_blocks()
+            return
+        for name in ("video_backbone", "audio_backbone", "text_backbone"):
+            yield from getattr(self, name).transformer_blocks()
+
+    def set_grad_checkpointing(self, enable: bool = True) -> int:
+        """Recompute each transformer block's activations in the backward pass (less memory, the
+        same outputs and gradients). Returns the number of blocks."""
+        blocks = list(self.transformer_blocks())
+        for block in blocks:
+            block.grad_checkpointing = bool(enable)
+        return len(blocks)
+
+    @property
+    def droptoken_rates(self) -> dict[str, float]:
+        """DropToken rates used in training mode: ``{"video": r, "audio": r}``."""
+        if self.config.modality_agnostic:
+            return dict(self.backbone.drop_rates)
+        return {"video": self.video_backbone.drop_rate, "audio": self.audio_backbone.drop_rate}
+
+    def set_droptoken_rates(self, video: float | None = None, audio: float | None = None) -> None:
+        """Change the DropToken rates (e.g. 0 for fine-tuning); the config follows, so a saved
+        model keeps them."""
+        for modality, rate in (("video", video), ("audio", audio)):
+            if rate is None:
+                continue
+            if not 0.0 <= rate < 1.0:
+                raise ConfigError(f"{modality} DropToken rate must be in [0, 1), got {rate}")
+            getattr(self.config, modality).drop_rate = float(rate)
+            if self.config.modality_agnostic:
+                self.backbone.drop_rates[modality] = float(rate)
+            else:
+                getattr(self, f"{modality}_backbone").drop_rate = float(rate)
+
+    # -- classification (fine-tuned models) -------------------------------------------------------
+    def classify(self, x: torch.Tensor, probabilities: bool = False) -> torch.Tensor:
+        """Class logits ``[B, C]`` (or probabilities: softmax, or sigmoid for a multi-label head)
+        of a model with a classification head (``config.classifier``, e.g. a converted official
+        K400 or AudioSet fine-tune). ``x``: video ``[B, T, H, W, 3]`` or audio ``[B, S]``."""
+        c = self.config.classifier
+        if c is None:
+            raise InputError("this model has no classification head (config.classifier is empty); fine-tune it "
+                             "with `vatt finetune` or vatt.eval.finetune.Classifier")
+        if self.config.validate_inputs:
+            getattr(self, f"check_{c.modality}")(x)
+        logits = self.classifier(self.features(x, c.modality))
+        if not probabilities:
+            return logits
+        return torch.sigmoid(logits) if c.multilabel else torch.softmax(logits, dim=-1)
 
     def forward(
         self,
@@ -91,19 +163,19 @@ class VATT(nn.Module):
         if video is not None:
             if check:
                 self.check_video(video)
-            agg = self._agg("video", video)
+            agg = self.features(video, "video")
             out["video_agg"] = agg
             out["video_va"], out["video_vt"] = self.heads.video(agg)
         if audio is not None:
             if check:
                 self.check_audio(audio)
-            agg = self._agg("audio", audio)
+            agg = self.features(audio, "audio")
             out["audio_agg"], out["audio_va"] = agg, self.heads.audio(agg)
         if text is not None:
             if check:
                 self.check_text(text)
             flat = text.reshape(-1, text.shape[-1])
-            agg = self._agg("text", flat)
+            agg = self.features(flat, "text")
             agg = agg.reshape(*text.shape[:-1], agg.shape[-1])
             out["text_agg"], out["text_vt"] = agg, self.heads.text(agg)
         return out

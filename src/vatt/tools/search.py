@@ -17,10 +17,10 @@ import torch
 
 from ..errors import InputError
 from ..eval.embed import embed_texts, l2_normalize, load_embeddings
+from ..search.engine import FAISS_MIN_ITEMS, FaissIndex, faiss_available, top_k
 
 log = logging.getLogger(__name__)
 
-FAISS_MIN_ITEMS = 100_000  # below this a matrix product is as fast and needs nothing extra
 TEXT_SPACE = {"video": "video_vt", "text": "text_vt"}
 
 
@@ -32,42 +32,20 @@ class Hit:
     index: int  # row in the embeddings file
 
 
-def faiss_available() -> bool:
-    try:
-        import faiss  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def nearest(collection: torch.Tensor, queries: torch.Tensor, k: int = 10, *, use_faiss: bool | None = None
             ) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-``k`` cosine neighbours: ``(scores [Q, k], indices [Q, k])``, best first.
 
-    ``collection`` ``[N, D]`` and ``queries`` ``[Q, D]`` are normalised here. Ties keep the lower
+    ``collection`` ``[N, D]`` and ``queries`` ``[Q, D]`` are normalised here, then
+    :func:`vatt.search.engine.top_k` (shared with ``vatt serve``) finds them. Ties keep the lower
     index first.
     """
     if collection.dim() != 2 or queries.dim() != 2 or collection.shape[1] != queries.shape[1]:
         raise InputError(f"expected [N, D] and [Q, D] with one D, got {list(collection.shape)} and {list(queries.shape)}")
-    if k < 1:
-        raise InputError(f"k must be at least 1, got {k}")
-    k = min(k, collection.shape[0])
     c, q = l2_normalize(collection.float()), l2_normalize(queries.float())
     if use_faiss is None:
         use_faiss = collection.shape[0] >= FAISS_MIN_ITEMS and faiss_available()
-    if use_faiss:
-        if not faiss_available():
-            raise InputError("use_faiss=True but FAISS is not installed (pip install faiss-cpu)")
-        import faiss
-
-        index = faiss.IndexFlatIP(c.shape[1])
-        index.add(c.numpy())
-        scores, idx = index.search(q.numpy(), k)
-        return torch.from_numpy(scores), torch.from_numpy(idx).long()
-    sim = q @ c.t()
-    # stable descending sort: equal scores keep the lower index first
-    order = torch.sort(sim, dim=1, descending=True, stable=True).indices[:, :k]
-    return sim.gather(1, order), order
+    return top_k(c, q, k, faiss_index=FaissIndex(c) if use_faiss else None)
 
 
 def search(path, query: str, *, k: int = 10, model=None, use_faiss: bool | None = None) -> list[Hit]:

@@ -166,6 +166,37 @@ def feature_figure(models: Mapping[str, torch.nn.Module], video: torch.Tensor, t
     return tsne_figure(panels, out_path, perplexity=perplexity, seed=seed)
 
 
+def visualize_source(model_dirs: Sequence[str], source, out_path, *, max_items: int = 200, perplexity: float = 30.0,
+                     device="cpu", num_workers: int = 0, progress=None) -> tuple[Path, int]:
+    """The paper's t-SNE figure for saved models (one per ``model_dirs``: give a modality-specific
+    and a modality-agnostic one) on up to ``max_items`` clips of ``source`` (first window, centre
+    caption). Returns ``(path, number of clips)``."""
+    from ..eval.embed import eval_dataset, make_eval_loader
+    from ..eval.retrieval import centre_caption
+    from ..model import load_model
+    from ..progress import track
+
+    models = {}
+    for path in model_dirs:
+        m = load_model(path, device=device)
+        kind = "modality-agnostic" if m.config.modality_agnostic else "modality-specific"
+        models[f"{m.config.name} ({kind})" if len(model_dirs) > 1 else kind] = m
+    first = next(iter(models.values()))
+    dataset = eval_dataset(first, source, num_windows=1)
+    videos, texts = [], []
+    for batch in track(progress, make_eval_loader(dataset, 8, num_workers), total=min(len(dataset), max_items),
+                       desc="decoding", unit="clip", size=lambda b: len(b["key"])):
+        videos.append(batch["video"][:, 0])
+        texts.append(torch.stack([ids[centre_caption(ids)] for ids in batch["text"]]))
+        if sum(len(v) for v in videos) >= max_items:
+            break
+    if not videos:
+        raise InputError(f"{source}: no usable clips to visualise")
+    video, text = torch.cat(videos)[:max_items], torch.cat(texts)[:max_items]
+    path = feature_figure(models, video.to(device), text.to(device), out_path, perplexity=perplexity)
+    return path, len(video)
+
+
 def retrieval_grid(queries: Sequence[str], frames: torch.Tensor, similarity: torch.Tensor, out_path, *,
                    k: int = 4, targets: Sequence[int] | None = None) -> Path:
     """Text queries beside the frames of their ``k`` most similar videos (correct one boxed green).

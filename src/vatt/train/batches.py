@@ -8,9 +8,12 @@ workers. Each clip's augmentation is drawn from ``(seed, epoch, index)``, so whi
 how many workers, or ranks) loads it makes no difference. The position is the number of slots
 consumed; resuming at slot ``k`` yields exactly what the uninterrupted run would have.
 
-Iterable sources (WebDataset shards, weighted mixtures) are streamed; their position is only the
-number of batches consumed, and a resumed run restarts the stream with a new seed
-(approximately, not exactly, the same data distribution — see docs/TRAINING.md).
+Streams (WebDataset shards, weighted mixtures; :mod:`vatt.data.streams`) never end and are
+deterministic given the seed, the rank and the number of loader workers; the position is, per
+rank and loader worker, the stream position of the last batch consumed, plus which worker hands
+out the next batch. A resumed stream continues exactly where the run stopped (same shard order,
+consumed samples skipped) when the number of ranks and workers is unchanged; otherwise it
+restarts with a new seed and says so.
 """
 
 from __future__ import annotations
@@ -19,7 +22,10 @@ import logging
 from typing import Iterator
 
 import numpy as np
+import torch
 from torch.utils.data import Dataset, IterableDataset, Sampler
+
+from .. import distributed as D
 
 from ..data.loader import make_loader
 from ..data.sample import load_with_retries
@@ -97,15 +103,19 @@ class TrainBatches:
             Batch-contract items.
         micro_batch: clips per rank per micro-batch.
         start: slots (map-style) or batches (streams) already consumed.
+        state: the saved :meth:`state_dict` of the run being resumed (streams resume from it).
     """
 
     def __init__(self, dataset, micro_batch: int, *, rank: int = 0, world_size: int = 1, seed: int = 0,
-                 num_workers: int = 2, start: int = 0):
+                 num_workers: int = 2, start: int = 0, state: dict | None = None):
         self.dataset, self.consumed = dataset, start
         self.streaming = isinstance(dataset, IterableDataset)
+        self.rank, self.world_size, self.workers = rank, world_size, max(1, num_workers)
         if self.streaming:
-            # A stream cannot seek: restart it with a seed that differs after each resume.
-            self.loader = make_loader(dataset, micro_batch, num_workers=num_workers, seed=seed * 7919 + start,
+            self._start = self._stream_start((state or {}).get("stream"), seed, start)
+            if hasattr(dataset, "resume_from"):
+                dataset.resume_from(self._start)
+            self.loader = make_loader(dataset, micro_batch, num_workers=num_workers, seed=seed,
                                       persistent_workers=False)
         else:
             items = SeededItems(dataset, seed)
@@ -113,6 +123,20 @@ class TrainBatches:
             self.loader = make_loader(items, micro_batch, num_workers=num_workers, sampler=sampler, seed=seed,
                                       persistent_workers=False, drop_last=True)
         self._it = None
+
+    def _stream_start(self, saved: dict | None, seed: int, consumed: int) -> dict:
+        fresh = {"workers": self.workers, "next": 0, "positions": [None] * self.workers}
+        if not consumed:
+            return fresh
+        if (saved and saved.get("workers") == self.workers and saved.get("world_size") == self.world_size
+                and len(saved.get("ranks", ())) == self.world_size):
+            return saved["ranks"][self.rank] | {"workers": self.workers}
+        # Positions belong to (rank, worker) slots that no longer exist: a new seed, not a replay.
+        log.warning("the data stream cannot resume exactly (%s); it restarts with a new shuffle",
+                    "ranks or loader workers changed" if saved else "the checkpoint has no stream position")
+        if hasattr(self.dataset, "seed"):
+            self.dataset.seed = seed * 7919 + consumed
+        return fresh
 
     def __next__(self) -> dict:
         if self._it is None:
@@ -125,7 +149,22 @@ class TrainBatches:
         return self
 
     def state_dict(self) -> dict:
-        return {"consumed": self.consumed, "streaming": self.streaming}
+        """JSON position; for streams it gathers every rank's (a collective: call on all ranks)."""
+        state = {"consumed": self.consumed, "streaming": self.streaming}
+        if not self.streaming:
+            return state
+        positions = list(self._start["positions"])
+        last = getattr(self.loader, "last_worker", None)
+        for w, pos in getattr(self.loader, "positions", {}).items():
+            positions[w] = pos
+        mine = {"next": (last + 1) % self.workers if last is not None else self._start["next"],
+                "positions": positions}
+        ranks = [mine]
+        if D.is_distributed():
+            ranks = [None] * self.world_size
+            torch.distributed.all_gather_object(ranks, mine)
+        state["stream"] = {"workers": self.workers, "world_size": self.world_size, "ranks": ranks}
+        return state
 
     def stats(self) -> dict:
         return self.loader.dataset._stats.as_dict()

@@ -27,11 +27,12 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from .. import distributed as D
 from ..atomic_io import atomic_write_json
 from ..errors import CheckpointError
+from ..state_io import flatten_state, load_state, save_state, unflatten_state  # noqa: F401 (re-export)
 
 log = logging.getLogger(__name__)
 
@@ -42,61 +43,6 @@ TMP_PREFIX = ".tmp-"
 
 def checkpoint_name(step: int) -> str:
     return f"{PREFIX}{step:07d}"
-
-
-# -- nested state <-> (tensors, JSON) -----------------------------------------------------------
-def flatten_state(obj: Any, tensors: dict[str, torch.Tensor] | None = None, prefix: str = "t") -> tuple[Any, dict]:
-    """Split a nested state (dicts, lists, tuples, tensors, numbers, strings) into a JSON skeleton
-    and a flat ``{name: tensor}`` dict. Tensors become ``{"__tensor__": name}``; dicts with
-    non-string keys become ``{"__items__": [[key, value], ...]}``."""
-    tensors = {} if tensors is None else tensors
-    if isinstance(obj, torch.Tensor):
-        name = f"{prefix}.{len(tensors)}"
-        tensors[name] = obj.detach().cpu().contiguous()
-        return {"__tensor__": name}, tensors
-    if isinstance(obj, dict):
-        if all(isinstance(k, str) for k in obj):
-            return {k: flatten_state(v, tensors, prefix)[0] for k, v in obj.items()}, tensors
-        return {"__items__": [[k, flatten_state(v, tensors, prefix)[0]] for k, v in obj.items()]}, tensors
-    if isinstance(obj, (list, tuple)):
-        return [flatten_state(v, tensors, prefix)[0] for v in obj], tensors
-    if isinstance(obj, np.ndarray):
-        return flatten_state(torch.from_numpy(obj.copy()), tensors, prefix)
-    if isinstance(obj, (np.integer, np.floating)):
-        return obj.item(), tensors
-    if obj is None or isinstance(obj, (bool, int, float, str)):
-        return obj, tensors
-    raise CheckpointError(f"cannot store a {type(obj).__name__} in a checkpoint")
-
-
-def unflatten_state(skeleton: Any, tensors: dict[str, torch.Tensor]) -> Any:
-    if isinstance(skeleton, dict):
-        if set(skeleton) == {"__tensor__"}:
-            return tensors[skeleton["__tensor__"]]
-        if set(skeleton) == {"__items__"}:
-            return {k: unflatten_state(v, tensors) for k, v in skeleton["__items__"]}
-        return {k: unflatten_state(v, tensors) for k, v in skeleton.items()}
-    if isinstance(skeleton, list):
-        return [unflatten_state(v, tensors) for v in skeleton]
-    return skeleton
-
-
-def save_state(directory: Path, name: str, state: Any) -> None:
-    """``name.safetensors`` (tensors) + ``name.json`` (skeleton), each written atomically."""
-    skeleton, tensors = flatten_state(state)
-    tmp = directory / f"{TMP_PREFIX}{name}.safetensors"
-    save_file(tensors, str(tmp))
-    os.replace(tmp, directory / f"{name}.safetensors")
-    atomic_write_json(directory / f"{name}.json", skeleton, indent=None)
-
-
-def load_state(directory: Path, name: str) -> Any:
-    try:
-        skeleton = json.loads((directory / f"{name}.json").read_text(encoding="utf-8"))
-        tensors = load_file(str(directory / f"{name}.safetensors"))
-    except (OSError, ValueError, SafetensorError) as e:
-        raise CheckpointError(f"{directory} has an unreadable {name} state: {e}") from None
-    return unflatten_state(skeleton, tensors)
 
 
 # -- RNG -----------------------------------------------------------------------------------------

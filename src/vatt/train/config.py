@@ -13,24 +13,21 @@ picks the preset. Unknown keys raise :class:`~vatt.errors.ConfigError` naming th
 
 from __future__ import annotations
 
-import dataclasses
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
-import yaml
-
-from ..config import _build, _dataclass_of, _field_types, _flatten, get_config, list_presets, parse_override
-from ..atomic_io import atomic_write_text
+from ..config import get_config, list_presets
+from ..config_engine import ConfigBase, check_choice, check_number, flatten, parse_overrides, set_dotted
+from ..data.config import AugmentConfig
 from ..errors import ConfigError, nearest
 from ..objective import ObjectiveConfig
 
-PRECISIONS = ("fp32", "bf16", "fp16")
+from .perf import PRECISIONS
 
 
 @dataclass
-class OptimConfig:
+class OptimConfig(ConfigBase):
     """Optimiser and schedule (official defaults; SPEC §5).
 
     Args:
@@ -55,15 +52,28 @@ class OptimConfig:
     weight_decay: float = 0.0
     grad_clip: float = 0.0
 
+    def check(self) -> None:
+        check_choice(self.optimizer, "optim.optimizer", ("adam", "adamw"))
+        check_number(self.lr, "optim.lr", low=0, low_open=True, high=10)
+        check_number(self.final_lr, "optim.final_lr", low=0, high=10)
+        check_number(self.warmup_steps, "optim.warmup_steps", low=0)
+        check_number(self.schedule_steps, "optim.schedule_steps", low=0)
+        check_number(self.beta1, "optim.beta1", low=0, high=1, high_open=True)
+        check_number(self.beta2, "optim.beta2", low=0, high=1, high_open=True)
+        check_number(self.eps, "optim.eps", low=0, low_open=True)
+        check_number(self.weight_decay, "optim.weight_decay", low=0)
+        check_number(self.grad_clip, "optim.grad_clip", low=0)
+
 
 @dataclass
-class DataOptions:
+class DataOptions(ConfigBase):
     """How training batches are made (the clip geometry comes from the model).
 
     Args:
         num_workers: DataLoader worker processes per rank.
         strict: fail on the first bad file instead of skipping and counting it.
-        augment: DataConfig overrides for training (e.g. ``{"crop_mode": "inception"}``).
+        augment: training augmentation (:class:`vatt.data.config.AugmentConfig`; e.g.
+            ``--set data.augment.crop_mode=inception``).
         eval_sources: held-out sources for zero-shot retrieval every ``eval_every`` steps.
         eval_windows: windows per held-out video (4, SPEC §6).
         eval_batch_size: videos per forward at evaluation.
@@ -71,14 +81,21 @@ class DataOptions:
 
     num_workers: int = 2
     strict: bool = False
-    augment: dict = field(default_factory=dict)
-    eval_sources: list = field(default_factory=list)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    eval_sources: list[str] = field(default_factory=list)
     eval_windows: int = 4
     eval_batch_size: int = 8
 
+    def check(self) -> None:
+        check_number(self.num_workers, "data.num_workers", low=0, high=1024)
+        check_number(self.eval_windows, "data.eval_windows", low=1, high=1024)
+        check_number(self.eval_batch_size, "data.eval_batch_size", low=1)
+        if not all(isinstance(s, str) for s in self.eval_sources):
+            raise ConfigError(f"data.eval_sources should be a list of paths, got {self.eval_sources!r}")
+
 
 @dataclass
-class TrainConfig:
+class TrainConfig(ConfigBase):
     """One pretraining run.
 
     Args:
@@ -109,7 +126,7 @@ class TrainConfig:
     """
 
     model: str = "mbs"
-    model_overrides: dict = field(default_factory=dict)
+    model_overrides: dict[str, Any] = field(default_factory=dict)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     data: DataOptions = field(default_factory=DataOptions)
@@ -131,22 +148,20 @@ class TrainConfig:
     vocab: str = ""
     command: str = ""
 
-    def __post_init__(self):
-        self.check()
-
     def check(self) -> None:
-        if self.model not in list_presets():
-            raise ConfigError(f"unknown model preset {self.model!r}{nearest(self.model, list_presets())}")
-        if self.precision not in PRECISIONS:
-            raise ConfigError(f"precision must be one of {PRECISIONS}, got {self.precision!r}"
-                              + nearest(str(self.precision), PRECISIONS))
+        check_choice(self.model, "model", list_presets())
+        check_choice(self.precision, "precision", PRECISIONS)
         for name in ("steps", "batch_size", "grad_accum", "log_every", "checkpoint_every", "max_bad_steps"):
-            if int(getattr(self, name)) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+            check_number(getattr(self, name), name, low=1)
+        for name in ("keep_last", "eval_every", "seed"):
+            check_number(getattr(self, name), name, low=0)
+        check_number(self.max_minutes, "max_minutes", low=0)
         if self.batch_size % self.grad_accum:
             raise ConfigError(f"batch_size={self.batch_size} must be a multiple of grad_accum={self.grad_accum}")
         if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
             raise ConfigError(f"device must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
+        self.model_overrides = flatten(self.model_overrides)
+        self.model_config()  # fail now on a bad model override, not mid-run
 
     def model_config(self):
         """The ModelConfig of this run (preset + overrides), validated."""
@@ -163,73 +178,16 @@ class TrainConfig:
         return per // world_size
 
     # -- serialisation ---------------------------------------------------------------------------
-    def to_dict(self) -> dict[str, Any]:
-        return _plain(dataclasses.asdict(self))
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "TrainConfig":
-        data = dict(data)
-        if isinstance(data.get("model_overrides"), Mapping):
-            data["model_overrides"] = _flatten(data["model_overrides"])
-        cfg = _build(cls, data, prefix="")
-        cfg.model_config()  # fail now on a bad model override, not mid-run
-        return cfg
-
-    def to_yaml(self) -> str:
-        head = f"# {self.command}\n" if self.command else ""
-        return head + yaml.safe_dump(self.to_dict(), sort_keys=False)
-
-    def save(self, path: str | os.PathLike) -> None:
-        atomic_write_text(path, self.to_yaml())
-
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> "TrainConfig":
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"training config not found: {path}")
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except (yaml.YAMLError, UnicodeDecodeError) as e:
-            raise ConfigError(f"{path} is not a valid YAML config: {e}") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path} should hold a mapping of config keys, got {type(data).__name__}")
-        return cls.from_dict(data)
-
-    def override(self, overrides: Mapping[str, Any]) -> "TrainConfig":
-        """A copy with dotted overrides (``{"optim.lr": 3e-4, "model.video.drop_rate": 0}``)."""
+    def override(self, overrides: Mapping[str, Any] | Sequence[str] | None = None, **kwargs: Any) -> "TrainConfig":
+        """A copy with dotted overrides (``{"optim.lr": 3e-4, "model.video.drop_rate": 0}``); keys
+        under ``model.`` go to the model preset's overrides, ``model=bbs`` picks the preset."""
         data = self.to_dict()
-        for key, value in overrides.items():
+        for key, value in {**parse_overrides(overrides), **flatten(kwargs)}.items():
             if key == "model" or not key.startswith("model."):
-                _set_dotted(data, TrainConfig, key, value)
+                set_dotted(data, TrainConfig, key, value)
             else:
                 data["model_overrides"][key[len("model."):]] = value
         return TrainConfig.from_dict(data)
-
-
-def _set_dotted(data: dict, cls, key: str, value: Any) -> None:
-    parts = key.split(".")
-    node = data
-    for i, part in enumerate(parts):
-        types = _field_types(cls)
-        if part not in types:
-            path = ".".join(parts[:i])
-            valid = [f"{path}.{k}" if path else k for k in types] + ["model.<model key>"]
-            raise ConfigError(f"unknown training config key {key!r}{nearest(key, valid)}")
-        if i == len(parts) - 1:
-            node[part] = value
-            return
-        sub = _dataclass_of(types[part])
-        if sub is None:
-            raise ConfigError(f"training config key {'.'.join(parts[: i + 1])!r} is a value, not a group; got {key!r}")
-        node, cls = node[part], sub
-
-
-def _plain(value):
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
 
 
 # -- presets ---------------------------------------------------------------------------------------
@@ -254,7 +212,7 @@ TRAIN_PRESETS = {"tiny": _tiny, "bbs": lambda: _official("bbs"), "mbs": lambda: 
                  "lbs": lambda: _official("lbs"), "ma-medium": lambda: _official("ma-medium")}
 
 
-def load_train_config(name_or_path: str, overrides: list[str] | Mapping[str, Any] | None = None) -> TrainConfig:
+def load_train_config(name_or_path: str, overrides: Sequence[str] | Mapping[str, Any] | None = None) -> TrainConfig:
     """A preset name (``tiny``, ``mbs`` ...) or a YAML file, then ``key=value`` overrides."""
     if name_or_path in TRAIN_PRESETS:
         cfg = TRAIN_PRESETS[name_or_path]()
@@ -263,8 +221,4 @@ def load_train_config(name_or_path: str, overrides: list[str] | Mapping[str, Any
     else:
         raise ConfigError(f"--config expects a preset or a YAML file; got {name_or_path!r}"
                           + nearest(name_or_path, TRAIN_PRESETS))
-    if overrides:
-        if not isinstance(overrides, Mapping):
-            overrides = dict(parse_override(o) for o in overrides)
-        cfg = cfg.override(overrides)
-    return cfg
+    return cfg.override(overrides) if overrides else cfg

@@ -1,7 +1,7 @@
 """FSDP2 (``torch.distributed.fsdp.fully_shard``) for the large presets: shard the model over the
 ranks instead of keeping a DDP replica per rank, and move FULL states in and out of checkpoints.
 
-Sharding: every transformer block (``TransformerBlock``, ``T5Block``) of every backbone is its own
+Sharding: every transformer block of every backbone (``model.transformer_blocks()``) is its own
 FSDP unit (its parameters are all-gathered just before its forward / backward and freed after),
 then the root unit takes everything else (embeddings, heads with their SyncBatchNorm, the text
 relative-position table). Parameters become ``DTensor`` shards (dim 0), so the optimiser must be
@@ -15,7 +15,7 @@ Checkpoints stay in the one format every run writes (safetensors + JSON, full te
 states are gathered to full CPU tensors on rank 0 (``get_model_state_dict`` /
 ``get_optimizer_state_dict`` with ``full_state_dict=True, cpu_offload=True``), and loaded back with
 ``set_model_state_dict`` / ``set_optimizer_state_dict``. The optimiser state of an FSDP run is
-keyed by parameter name (``"backbone.video.blocks.0.attn.qkv.weight"``) instead of by position.
+keyed by parameter name (``"video_backbone.encoder.blocks.0.attn.q.weight"``) instead of by position.
 """
 
 from __future__ import annotations
@@ -38,17 +38,15 @@ def shard_model(model: nn.Module, precision: str = "fp32") -> int:
     With ``precision="bf16"`` the blocks compute with bf16 parameters
     (``MixedPrecisionPolicy(param_dtype=bf16, reduce_dtype=fp32)``: half the all-gather traffic,
     fp32 gradient reduction); the root unit (embeddings, heads, BatchNorm) keeps fp32 parameters
-    under the loop's autocast. Activation checkpointing (patched block ``forward``) must be
-    applied before this call; it composes, as the recompute runs inside the block's FSDP hooks.
+    under the loop's autocast. Activation checkpointing (``model.set_grad_checkpointing()``)
+    composes with it: the recompute runs inside the block's FSDP hooks.
     """
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
-
-    from ..model.layers import T5Block, TransformerBlock
 
     kw = {}
     if precision == "bf16":
         kw["mp_policy"] = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
-    blocks = [m for m in model.modules() if isinstance(m, (TransformerBlock, T5Block))]
+    blocks = list(model.transformer_blocks())
     for block in blocks:
         fully_shard(block, **kw)
     fully_shard(model)

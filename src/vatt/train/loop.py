@@ -17,7 +17,6 @@ newest complete checkpoint. Library code: progress goes to ``callback`` and the 
 from __future__ import annotations
 
 import contextlib
-import functools
 import gc
 import json
 import logging
@@ -43,6 +42,7 @@ from . import checkpoint as C
 from .batches import TrainBatches
 from .config import TrainConfig
 from .optim import build_optimizer, build_schedule
+from .perf import autocast, peak_flops, train_flops_per_clip
 
 log = logging.getLogger(__name__)
 
@@ -82,32 +82,6 @@ def resolve_device(name: str) -> torch.device:
             raise ConfigError(f"device={name!r} but CUDA is not available; use device=cpu")
         return torch.device(f"cuda:{D.get_local_rank()}" if name == "cuda" else name)
     return torch.device(name)
-
-
-def enable_activation_checkpointing(model: nn.Module) -> int:
-    """Recompute every transformer block in the backward pass (less memory, ~30% more compute).
-
-    Patches the blocks' ``forward`` in place (the state dict is unchanged). Returns the count.
-    """
-    from torch.utils.checkpoint import checkpoint
-
-    from ..model.layers import T5Block, TransformerBlock
-
-    n = 0
-    for m in model.modules():
-        if isinstance(m, (TransformerBlock, T5Block)) and not getattr(m, "_vatt_checkpointed", False):
-            inner = m.forward
-
-            @functools.wraps(inner)
-            def forward(*args, _inner=inner, _m=m, **kw):
-                if _m.training and torch.is_grad_enabled():
-                    return checkpoint(_inner, *args, use_reentrant=False, **kw)
-                return _inner(*args, **kw)
-
-            m.forward = forward
-            m._vatt_checkpointed = True
-            n += 1
-    return n
 
 
 def _to_device(batch: dict, device: torch.device) -> dict:
@@ -198,7 +172,7 @@ class Trainer:
             return self.sources
         from ..data import DataConfig, build_dataset
 
-        dcfg = DataConfig.from_model_config(self.cfg.model_config(), **self.cfg.data.augment)
+        dcfg = DataConfig.from_model_config(self.cfg.model_config(), self.cfg.data.augment)
         return build_dataset(list(self.sources), dcfg, tokenizer, train=True, seed=self.cfg.seed,
                              strict=self.cfg.data.strict, rank=self.rank, world_size=self.world)
 
@@ -236,7 +210,7 @@ class Trainer:
         if self.world > 1:
             self.model = D.convert_sync_batchnorm(self.model)
         if cfg.activation_checkpointing:
-            log.info("activation checkpointing on %d blocks", enable_activation_checkpointing(self.model))
+            log.info("activation checkpointing on %d blocks", self.model.set_grad_checkpointing(True))
         if self.sharded:  # before the optimiser: it must hold the DTensor shards
             from .fsdp import shard_model
 
@@ -249,7 +223,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda") if cfg.precision == "fp16" else None
         self.step, self.skipped, self.bad_in_row = 0, 0, 0
         self.elapsed_before = 0.0
-        start_slot = 0
+        start_slot, data_state = 0, None
         if ckpt is not None:
             state = C.load_checkpoint(ckpt, model=self.model, optimizer=self.optimizer, sharded=self.sharded)
             self.step = int(state["step"])
@@ -259,7 +233,8 @@ class Trainer:
             self.skipped = int(state.get("skipped_steps", 0))
             self.bad_in_row = int(state.get("bad_in_row", 0))
             self.elapsed_before = float(state.get("elapsed_seconds", 0.0))
-            start_slot = int(state.get("data", {}).get("consumed", self.step * cfg.grad_accum))
+            data_state = state.get("data", {})
+            start_slot = int(data_state.get("consumed", self.step * cfg.grad_accum))
             log.info("resumed from %s at step %d", ckpt, self.step)
         else:
             # Different DropToken/dropout draws per rank, as in any data-parallel run.
@@ -267,7 +242,7 @@ class Trainer:
         self.resumed_from = ckpt
         self.dataset = self._build_dataset(self.model.tokenizer)
         self.batches = TrainBatches(self.dataset, self.micro, rank=self.rank, world_size=self.world, seed=cfg.seed,
-                                    num_workers=cfg.data.num_workers, start=start_slot)
+                                    num_workers=cfg.data.num_workers, start=start_slot, state=data_state)
         self.forward_model: nn.Module = self.model
         if self.world > 1 and not self.sharded:
             from torch.nn.parallel import DistributedDataParallel as DDP
@@ -281,9 +256,14 @@ class Trainer:
             self.forward_model = DDP(self.model, device_ids=ids, **{no_sync: False})
         if cfg.compile:
             self.forward_model = torch.compile(self.forward_model)
+        # MFU (nanoGPT's estimate_mfu): model FLOPs of forward + backward per clip / peak FLOP/s.
+        self.flops_per_clip = train_flops_per_clip(self.model.config)
+        self.peak_flops, peak_source = peak_flops(str(self.device), cfg.precision)
         if self.rank == 0:
             self._open_tensorboard()
-            n = sum(p.numel() for p in self.model.parameters())
+            n = self.model.num_parameters()
+            log.info("MFU against %.1f TFLOP/s per device (%s); %.2f GFLOPs per training clip",
+                     self.peak_flops / 1e12, peak_source, self.flops_per_clip / 1e9)
             log.info("model %s: %.2fM parameters; %d rank(s) x %d clips x %d accumulation = %d clips/step on %s",
                      cfg.model, n / 1e6, self.world, self.micro, cfg.grad_accum, cfg.batch_size, self.device)
 
@@ -312,10 +292,7 @@ class Trainer:
 
     # -- one optimiser step ---------------------------------------------------------------------
     def _autocast(self):
-        if self.cfg.precision == "fp32":
-            return contextlib.nullcontext()
-        dtype = torch.bfloat16 if self.cfg.precision == "bf16" else torch.float16
-        return torch.autocast(self.device.type, dtype=dtype)
+        return autocast(self.device.type, self.cfg.precision)
 
     def train_step(self) -> dict:
         cfg = self.cfg
@@ -372,6 +349,7 @@ class Trainer:
         return {
             "step": self.step, "loss": float(sums[0]), "loss_va": float(sums[1]), "loss_vt": float(sums[2]),
             "lr": lr, "grad_norm": float(grad_norm), "clips_per_second": clips_global / max(seconds, 1e-9),
+            "mfu": self.flops_per_clip * clips / max(seconds, 1e-9) / self.peak_flops,
             "data_wait": wait / max(seconds, 1e-9), "step_seconds": seconds, "skipped": not ok,
         }
 
@@ -498,12 +476,19 @@ class Trainer:
                 })
             return result
         finally:
+            self.close()
+
+    def close(self) -> None:
+        """Stop the loader workers and release the DDP wrapper (safe to call twice)."""
+        if getattr(self, "batches", None) is not None:
             self.batches.close()
-            if self._tb is not None:
-                self._tb.close()
-            # Drop the DDP wrapper now: destroying it after its process group aborts the process.
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None
+        # Drop the DDP wrapper now: destroying it after its process group aborts the process.
+        if hasattr(self, "model"):
             self.forward_model = self.model
-            gc.collect()
+        gc.collect()
 
     def _gather_data_stats(self) -> dict:
         stats = self.batches.stats()

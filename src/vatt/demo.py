@@ -27,8 +27,10 @@ from typing import Sequence
 import torch
 from torch.utils.data import Dataset
 
-from ..atomic_io import atomic_write_json, atomic_write_text
-from .config import TrainConfig, load_train_config
+from .atomic_io import atomic_write_json, atomic_write_text
+from .progress import Progress, advance, start as start_phase, track
+from .tables import format_table
+from .train.config import TrainConfig, load_train_config
 
 log = logging.getLogger(__name__)
 
@@ -73,74 +75,56 @@ class ItemList(Dataset):
 
 
 def cache_windows(dataset, windows_per_clip: int, *, seed: int = 0, num_workers: int = 2,
-                  progress: bool = False) -> tuple[ClipMemory, dict]:
+                  progress: Progress | None = None) -> tuple[ClipMemory, dict]:
     """Decode ``windows_per_clip`` augmented windows of every clip (item ``(w, i)`` uses the RNG
     of :class:`vatt.train.batches.SeededItems`, as pretraining would). Returns the windows and
     the data statistics (good / bad / reasons)."""
-    from ..data.loader import make_loader
-    from .batches import SeededItems
+    from .data.loader import make_loader
+    from .train.batches import SeededItems
 
     items = SeededItems(dataset, seed)
     keys = [(w, i) for w in range(windows_per_clip) for i in range(len(dataset))]
     loader = make_loader(items, 16, num_workers=num_workers, sampler=keys, shuffle=False, drop_last=False,
                          persistent_workers=False, seed=seed)
-    bar = _bar(len(keys), "decoding windows", "clip") if progress else None
     out: list[dict] = []
-    for batch in loader:
-        n = len(batch["key"])
-        for j in range(n):
+    for batch in track(progress, loader, total=len(keys), desc="decoding windows", unit="clip",
+                       size=lambda b: len(b["key"])):
+        for j in range(len(batch["key"])):
             out.append({k: batch[k][j] for k in ("video", "audio", "text", "video_mask", "audio_mask", "text_mask")}
                        | {"key": batch["key"][j]})
-        if bar:
-            bar.update(n)
-    if bar:
-        bar.close()
     return ClipMemory(out), loader.stats()
 
 
-def materialise(dataset, progress: bool = False, desc: str = "decoding") -> ItemList:
+def materialise(dataset, progress: Progress | None = None, desc: str = "decoding") -> ItemList:
     items = []
-    bar = _bar(len(dataset), desc, "clip") if progress else None
-    for i in range(len(dataset)):
+    for i in track(progress, range(len(dataset)), desc=desc, unit="clip"):
         it = dataset[i]
         if not it.get("_skip"):
             it = {k: v for k, v in it.items() if k != "_events"}
             items.append(it)
-        if bar:
-            bar.update(1)
-    if bar:
-        bar.close()
     return ItemList(items, getattr(dataset, "classes", None))
 
 
-def _bar(total: int, desc: str, unit: str):
-    from tqdm import tqdm
+def _seconds_per_step(cfg: TrainConfig, data: Dataset, vocab, run_dir: Path, steps: int = 3) -> float:
+    """Median time of the trainer's own optimiser step for this config (precision, compile,
+    accumulation included), after one warm-up step; measured in a scratch run directory."""
+    import shutil
 
-    return tqdm(total=total, desc=desc, unit=unit, leave=False, dynamic_ncols=True)
+    from .train.loop import Trainer
 
-
-def _seconds_per_step(cfg: TrainConfig, data: Dataset, vocab, device: torch.device, steps: int = 3) -> float:
-    """Time of one optimiser step of this config (after one warm-up step)."""
-    from .. import create_model
-    from ..objective import VattObjective
-    from .optim import build_optimizer
-
-    torch.manual_seed(cfg.seed)
-    model = create_model(cfg.model, vocab=vocab, **cfg.model_overrides).to(device).train()
-    opt = build_optimizer(model, cfg.optim)
-    objective = VattObjective(cfg.objective)
-    micro = cfg.batch_size // cfg.grad_accum
-    batch = {k: torch.stack([data[i % len(data)][k] for i in range(micro)]).to(device)
-             for k in ("video", "audio", "text", "video_mask", "audio_mask", "text_mask")}
-    times = []
-    for _ in range(steps + 1):
-        t0 = time.perf_counter()
-        for _ in range(cfg.grad_accum):
-            out = model(video=batch["video"], audio=batch["audio"], text=batch["text"])
-            objective(out, batch)["loss"].backward()
-        opt.step()
-        opt.zero_grad()
-        times.append(time.perf_counter() - t0)
+    probe = cfg.override({"steps": steps + 1, "checkpoint_every": 10**9, "log_every": 10**9, "data.num_workers": 0,
+                          "eval_every": 0})
+    trainer = Trainer(probe, data, run_dir, vocab=vocab)
+    try:
+        trainer.setup()
+        times = []
+        for _ in range(steps + 1):
+            t0 = time.perf_counter()
+            trainer.train_step()
+            times.append(time.perf_counter() - t0)
+    finally:
+        trainer.close()
+        shutil.rmtree(run_dir, ignore_errors=True)
     return sorted(times[1:])[len(times[1:]) // 2]
 
 
@@ -151,7 +135,7 @@ def plot_losses(metrics_path: Path, out_path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ..tools.visualize import _save_figure
+    from .tools.visualize import _save_figure
 
     rows = [json.loads(ln) for ln in metrics_path.read_text().splitlines() if ln.strip()]
     rows = [r for r in rows if "loss" in r and math.isfinite(r["loss"])]
@@ -173,9 +157,9 @@ def plot_losses(metrics_path: Path, out_path: Path) -> Path:
 def evaluate_models(models: dict, retrieval_set: ItemList, probe_train: ItemList, probe_test: ItemList, *,
                     device, plots_dir: Path | None = None) -> dict:
     """Retrieval + linear probe for each model; optional grid and t-SNE plots."""
-    from ..eval.embed import extract_features
-    from ..eval.linear import linear_probe
-    from ..eval.retrieval import retrieval_from_features, text_queries, window_similarity
+    from .eval.embed import extract_features
+    from .eval.linear import linear_probe
+    from .eval.retrieval import retrieval_from_features, text_queries, window_similarity
 
     results, feats_by_model = {}, {}
     for name, model in models.items():
@@ -186,7 +170,7 @@ def evaluate_models(models: dict, retrieval_set: ItemList, probe_train: ItemList
                              num_windows=4, device=device)
         results[name] = {"retrieval": ret, "linear_probe": probe}
     if plots_dir is not None:
-        from ..tools.visualize import retrieval_grid, tsne_figure
+        from .tools.visualize import retrieval_grid, tsne_figure
 
         feats = feats_by_model["pretrained"]
         queries = text_queries(feats)
@@ -210,7 +194,7 @@ def evaluate_models(models: dict, retrieval_set: ItemList, probe_train: ItemList
 def run_demo(out: str | os.PathLike, *, minutes: float = 10.0, preset: str = "tiny", device: str = "cpu",
              clips: int | None = None, windows_per_clip: int | None = None, overrides: Sequence[str] = (),
              corpus: str | os.PathLike | None = None, steps: int | None = None, num_workers: int = 2,
-             progress: bool = False, seed: int = 0) -> dict:
+             progress: Progress | None = None, callback=None, seed: int = 0) -> dict:
     """Run the demo into ``out`` and return the report (also written to ``out/report.json``).
 
     Args:
@@ -221,12 +205,14 @@ def run_demo(out: str | os.PathLike, *, minutes: float = 10.0, preset: str = "ti
         corpus: use an existing ``vatt data synth`` output instead of generating one.
         overrides: training config overrides (``key=value``), as for ``vatt pretrain``.
         steps: a fixed number of pretraining steps instead of filling ``minutes`` (tests).
+        progress: phases (corpus, decoding, evaluation); see :mod:`vatt.progress`.
+        callback: the trainer's per-step metrics callback (the CLI's training bar).
     """
-    from .. import create_model, load_model
-    from ..data import DataConfig, build_dataset, build_eval_dataset, make_corpus
-    from ..data.vocab import caption_texts
-    from ..text import WordTokenizer
-    from .loop import pretrain, resolve_device
+    from . import create_model, load_model
+    from .data import DataConfig, build_dataset, build_eval_dataset, make_corpus
+    from .data.vocab import caption_texts
+    from .text import WordTokenizer
+    from .train.loop import pretrain, resolve_device
 
     t_start = time.perf_counter()
     out = Path(out)
@@ -241,11 +227,9 @@ def run_demo(out: str | os.PathLike, *, minutes: float = 10.0, preset: str = "ti
     corpus = Path(corpus) if corpus is not None else out / "corpus"
     if not (corpus / "corpus.json").is_file():
         log.info("generating the synthetic corpus (%d clips) in %s", clips, corpus)
-        bar = _bar(sum(_counts(clips).values()), "synthetic corpus", "file") if progress else None
+        start_phase(progress, sum(_counts(clips).values()), "synthetic corpus", "file")
         make_corpus(corpus, clips=clips, seed=seed, workers=max(1, min(2, os.cpu_count() or 1)),
-                    progress=bar.update if bar else None)
-        if bar:
-            bar.close()
+                    progress=(lambda n=1: advance(progress, n)) if progress else None)
     meta = json.loads((corpus / "corpus.json").read_text())
     src = {k: str(corpus / v) for k, v in meta["sources"].items()}
 
@@ -253,7 +237,7 @@ def run_demo(out: str | os.PathLike, *, minutes: float = 10.0, preset: str = "ti
     t_train = time.perf_counter()
     vocab = WordTokenizer.build(caption_texts([src["pretrain"]]))
     model_cfg = cfg.model_config()
-    dcfg = DataConfig.from_model_config(model_cfg, **cfg.data.augment)
+    dcfg = DataConfig.from_model_config(model_cfg, cfg.data.augment)
     train_sources = [src["pretrain"], src["audio_only"]]
     dataset = build_dataset(train_sources, dcfg, vocab, train=True, seed=cfg.seed)
     windows, data_stats = cache_windows(dataset, windows_per_clip, seed=cfg.seed, num_workers=num_workers,
@@ -265,23 +249,14 @@ def run_demo(out: str | os.PathLike, *, minutes: float = 10.0, preset: str = "ti
         # A shared CPU's speed varies: plan 1.5x the steps the measured speed allows and let the
         # time limit end the run (the schedule is then cut, not stretched); an idle machine
         # finishes the whole schedule early instead of idling.
-        per_step = _seconds_per_step(cfg, windows, vocab, dev)
+        per_step = _seconds_per_step(cfg, windows, vocab, out / ".step-probe")
         steps = max(10, int(1.5 * left / per_step))
         log.info("planning %d steps (%.2f s/step measured, %.1f min left)", steps, per_step, left / 60)
     warmup = min(cfg.optim.warmup_steps, max(1, steps // 10))
     cfg = cfg.override({"steps": steps, "optim.warmup_steps": warmup, "checkpoint_every": max(50, steps // 5),
                         "data.num_workers": 0, "max_minutes": max(0.5, left / 60) if minutes else 0.0})
     cfg.command = f"vatt demo --out {out} --minutes {minutes} --preset {preset} --device {device}"
-    bar = None
-    if progress:
-        from .progress import ProgressBar
-
-        bar = ProgressBar(steps, desc="pretrain")
-    try:
-        result = pretrain(cfg, windows, out / "run", vocab=vocab, callback=bar)
-    finally:
-        if bar:
-            bar.close()
+    result = pretrain(cfg, windows, out / "run", vocab=vocab, callback=callback)
     train_seconds = time.perf_counter() - t_train
 
     # 4. evaluation: the trained model vs the same architecture at random initialisation
@@ -333,7 +308,7 @@ def run_demo(out: str | os.PathLike, *, minutes: float = 10.0, preset: str = "ti
 
 
 def _counts(clips: int) -> dict:
-    from ..data.synth import default_counts
+    from .data.synth import default_counts
 
     return default_counts(clips)
 
@@ -345,18 +320,14 @@ def _fmt(x) -> str:
 def format_report_table(report: dict) -> str:
     """The demo's results as an aligned text table."""
     rr, lp, tr = report["retrieval"], report["linear_probe"], report["train"]
-    rows = [("", "pretrained", "random init", "chance")]
+    rows = []
     for k in ("R@1", "R@5", "R@10", "MedR"):
         chance = _fmt(rr["chance_R@1"]) if k == "R@1" else ""
         rows.append((f"text->video {k}", _fmt(rr["pretrained"][k]), _fmt(rr["random_init"][k]), chance))
     rows.append(("linear probe accuracy", _fmt(lp["pretrained"]), _fmt(lp["random_init"]), _fmt(lp["chance"])))
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    lines.append("")
-    lines.append(f"pretraining: {tr['steps']} steps in {tr['seconds']:.0f} s ({tr['clips_per_second']:.1f} clips/s), "
-                 f"final loss {tr['final_loss']:.3f}")
-    return "\n".join(lines)
+    table = format_table(rows, ("", "pretrained", "random init", "chance"))
+    return (table + "\n\n" + f"pretraining: {tr['steps']} steps in {tr['seconds']:.0f} s "
+            f"({tr['clips_per_second']:.1f} clips/s), final loss {tr['final_loss']:.3f}")
 
 
 def format_report_markdown(report: dict) -> str:

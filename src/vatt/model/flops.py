@@ -19,7 +19,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from ..config import ModelConfig, get_config
-from ..model.vatt import VATT
+from .vatt import VATT
 
 DROP_RATES = (0.0, 0.25, 0.5, 0.75)
 
@@ -90,11 +90,13 @@ def model_info(preset: str | ModelConfig, drop_rates=DROP_RATES, progress=None) 
     """``{"preset", "params": {...}, "gflops": {"0.0": ..., ...}}`` as printed by ``vatt model-info --json``.
 
     The paper presets' configured geometry is the paper input (32x224x224 video, 153,600 audio
-    samples, 16 words); ``tiny`` is measured on its own small geometry. ``progress`` optionally
-    wraps the iteration over drop rates (the CLI passes a tqdm bar).
+    samples, 16 words); ``tiny`` is measured on its own small geometry. ``progress``: one unit
+    per drop rate (:mod:`vatt.progress`).
     """
+    from ..progress import track
+
     cfg = preset if isinstance(preset, ModelConfig) else get_config(preset)
-    rates = progress(drop_rates) if progress else drop_rates
+    rates = track(progress, drop_rates, desc=f"counting FLOPs ({cfg.name})", unit="rate")
     return {
         "preset": cfg.name,
         "params": parameter_counts(build_meta(cfg)),
