@@ -328,7 +328,9 @@ TARGETS = (  # (label, path in cpu.json, comparison, target) from issue #6
     ("train-step MFU, fp32, MBS video tower", ("train_step", "mfu"), ">=", 0.65),
     ("DropToken speed-up (drop 0% / 50%)", ("droptoken_speedup", "speedup"), ">=", 1.8),
     ("vs timm ViT, fp32 (throughput ratio)", ("vs_timm", "fp32", "ratio"), ">=", 1.0),
-    ("data wait fraction (demo, 2 workers)", ("data", "data_wait_fraction"), "<", 0.10),
+    ("paper-geometry clips/s per core, prepared data (issue #10)", ("data", "per_core", "paper", "prepared_clips_s"), ">=", 25),
+    ("prepared vs naive decoder, paper geometry (issue #10)", ("data", "per_core", "paper", "prepared_vs_naive"), ">=", 8),
+    ("data wait fraction, streaming tiny pretrain (issue #10)", ("data", "data_wait_fraction"), "<", 0.05),
 )
 
 
@@ -338,6 +340,63 @@ def _get(data: dict, path):
             return None
         data = data[key]
     return data
+
+
+def render_data(d: dict) -> list[str]:
+    """The data part of cpu.md (results of data_bench.py)."""
+    env = d.get("env", {})
+    lines = ["## Data pipeline", "", f"Sources: {d.get('sources')}. Measured {env.get('date')}, load average "
+             f"{env.get('load_average_start')} -> {env.get('load_average_end')} on {env.get('cpu_count')} shared cores.", ""]
+    pc = d.get("per_core")
+    if pc:
+        lines += ["| clips per CPU-second (= per core; 1 process, 1 torch thread) | demo geometry | paper geometry |",
+                  "|---|---:|---:|"]
+        for label, key in (("web-like source (decode + augment)", "raw_clips_s"),
+                           ("prepared with `--train-format` (decode + augment)", "prepared_clips_s"),
+                           ("naive decoder (every frame, source size, RGB + audio; no augment)", "naive_clips_s"),
+                           ("prepared / naive (median of per-repetition ratios)", "prepared_vs_naive"),
+                           ("prepared / web-like source", "prepared_vs_raw"),
+                           ("decode share of the prepared clip", "prepared_decode_share")):
+            lines.append(f"| {label} | {_get(pc, ('demo', key))} | {_get(pc, ('paper', key))} |")
+        wall = [_get(pc, (g, "wall_clock_clips_s", "prepared")) for g in ("demo", "paper")]
+        lines.append(f"| prepared, by the wall clock on this shared machine | {wall[0]} | {wall[1]} |")
+        lines.append("")
+    prof = _get(d, ("profile", "paper"))
+    if prof:
+        names = list(prof["prepared"]["parts_ms"])
+        lines += ["| paper clip profile, CPU ms per clip | " + " | ".join(names) + " | total |", "|---|" + "---:|" * (len(names) + 1)]
+        for kind in ("raw", "prepared"):
+            r = prof[kind]
+            lines.append(f"| {kind} | " + " | ".join(str(r["parts_ms"][n]) for n in names) + f" | {r['ms_per_clip']} |")
+        lines.append("")
+    ld = d.get("loader_2_workers")
+    if ld:
+        lines += ["| DataLoader, 2 workers, clips/s | demo geometry | paper geometry |", "|---|---:|---:|"]
+        for label, key in (("web-like source", "raw_clips_s"), ("prepared", "prepared_clips_s")):
+            lines.append(f"| {label} | {_get(ld, ('demo', key))} | {_get(ld, ('paper', key))} |")
+        lines.append("")
+    run = d.get("training_run")
+    if run:
+        lines += [f"Training run: {run.get('workload')}.", ""]
+        for kind in ("raw", "prepared"):
+            r = run.get(kind, {})
+            if "data_wait_fraction" in r:
+                lines.append(f"- {kind}: data wait {r['data_wait_fraction']} of step time (mean {r['data_wait_mean']}), "
+                             f"step {r['step_s']} s")
+            elif r:
+                lines.append(f"- {kind}: failed: {r.get('error')}")
+        if "model_only_step_s" in run:
+            lines.append(f"- model-only step {run['model_only_step_s']} s: {run['clips_s_needed']} clips/s needed, "
+                         f"{run['cores_needed_prepared']} cores of prepared decoding ({run['cores_available']} cores here, "
+                         f"shared with the step)")
+        lines.append("")
+    g = d.get("gpu_node_estimate")
+    if g:
+        lines += [f"GPU node (estimate, not measured): an MBS step at {g['assumed_mfu']} MFU of {g['assumed_bf16_peak_tflops']} "
+                  f"TFLOP/s bf16 trains ~{g['clips_s_per_gpu']} clips/s per GPU ({g['mbs_forward_gflop_per_clip_drop50']} "
+                  f"GFLOP forward per clip at DropToken 0.5, x3 for training): **{g['cores_per_gpu_prepared']} cores per GPU** "
+                  f"from prepared data, {g['cores_per_gpu_raw_360p']} from 360p web video.", ""]
+    return lines
 
 
 def render_markdown(data: dict) -> str:
@@ -398,15 +457,7 @@ def render_markdown(data: dict) -> str:
         lines += [f"Memory: {mem['per_clip_mb']} MB peak RSS per clip in training ({mem['geometry']}).", ""]
     d = data.get("data")
     if isinstance(d, dict):
-        lines += ["| data (clips/s) | demo geometry | paper geometry |", "|---|---:|---:|"]
-        for label, key in (("decode + augment, one worker", "per_worker"), ("DataLoader, 2 workers", "loader_2_workers")):
-            row = [_get(d, (key, g, "clips_s")) for g in ("demo", "paper")]
-            if any(v is not None for v in row):
-                lines.append(f"| {label} | {row[0]} | {row[1]} |")
-        lines.append("")
-        if "data_wait_fraction" in d:
-            run = d.get("training_run", {})
-            lines += [f"Data wait: {d['data_wait_fraction']} of step time ({run.get('workload', 'demo training run')}).", ""]
+        lines += render_data(d)
     other = {k: v for k, v in data.items() if k not in MODEL_KEYS + ("data",)}
     if other:
         lines += ["## Other results", ""]

@@ -111,12 +111,13 @@ def test_real_720p_clip_with_51_audio_decodes_to_mono_and_model_geometry(tmp_pat
 
 
 
-def test_window_far_from_the_keyframe_is_exact_despite_skipping_b_frames(tmp_path):
-    # One keyframe for 10 s: the decoder runs from frame 0 and skips non-reference frames until
-    # shortly before the window; the frames picked must still be exactly the right ones.
+@pytest.mark.parametrize("fps_src,start", [(8, 7.3), (30, 2.02), (30, 1.5)])
+def test_window_far_from_the_keyframe_is_exact_despite_skipping_b_frames(tmp_path, fps_src, start):
+    # One keyframe for the whole file: the decoder runs from frame 0 and skips non-reference frames
+    # until three frame periods before the window; the frames picked must still be exactly right.
     path = tmp_path / "long_gop.mp4"
-    path.write_bytes(encode_mp4(counter_frames(80), 8, None, gop=1000))  # 10 s at 8 fps, counters 0..79
+    path.write_bytes(encode_mp4(counter_frames(80), fps_src, None, gop=1000))  # counters 0..79
     with MediaReader(path) as r:
-        w = r.read(7.3, num_frames=6, fps=10.0, sample_rate=16000, num_samples=10)
-    expected = np.floor((7.3 + np.arange(6) / 10.0) * 8 + 1e-6).astype(int)
+        w = r.read(start, num_frames=6, fps=10.0, sample_rate=16000, num_samples=10)
+    expected = np.floor((start + np.arange(6) / 10.0) * fps_src + 1e-6).astype(int)
     np.testing.assert_array_equal(counter_index(w.frames), expected)

@@ -172,6 +172,46 @@ def test_fused_color_jitter_equals_the_sequential_adjustments():
     assert torch.allclose(g[..., 0], g[..., 1], atol=1e-5) and torch.allclose(g[..., 1], g[..., 2], atol=1e-5)
 
 
+def reference_train_video(frames, cfg, rng):
+    """Reference augmentation, step by step: box, crop + resize to float, flip, jitter, 2x - 1."""
+    T, H, W, _ = frames.shape
+    box = transforms._inception_box(H, W, rng) if cfg.crop_mode == "inception" else transforms._official_box(H, W, cfg, rng)
+    x = transforms._crop_resize(frames, box, cfg.crop_size)
+    if cfg.flip and rng.random() < 0.5:
+        x = x.flip(2)
+    if cfg.color_jitter and rng.random() < cfg.color_jitter_prob:
+        x = transforms.color_jitter(x, rng)
+    return x * 2 - 1
+
+
+@pytest.mark.parametrize("shape", [(6, 96, 128), (4, 73, 100)])  # resized crops; crops already at size (scale 1)
+def test_fast_train_augmentation_equals_the_step_by_step_reference(shape):
+    frames = np.random.default_rng(2).integers(0, 256, size=(*shape, 3), dtype=np.uint8)
+    for mode in ("official", "inception"):
+        cfg = DataConfig(crop_mode=mode)
+        for seed in range(12):  # covers flipped / not, jittered / not
+            out = transforms.train_video(frames, cfg, np.random.default_rng(seed))
+            ref = reference_train_video(frames, cfg, np.random.default_rng(seed))
+            assert out.shape == ref.shape and out.is_contiguous()
+            assert torch.allclose(out, ref, atol=1e-5), (mode, seed, float((out - ref).abs().max()))
+
+
+def test_train_augmentation_is_the_same_in_a_worker_and_in_the_main_process():
+    # Workers run one torch thread, the main process (num_workers=0) several: same clip, same bits.
+    frames = np.random.default_rng(3).integers(0, 256, size=(8, 96, 128, 3), dtype=np.uint8)
+    cfg = DataConfig()
+    before = torch.get_num_threads()
+    try:
+        outs = []
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            outs.append([transforms.train_video(frames, cfg, np.random.default_rng(s)) for s in range(8)])
+            assert torch.get_num_threads() == threads  # left as it was
+    finally:
+        torch.set_num_threads(before)
+    assert all(torch.equal(a, b) for a, b in zip(*outs))
+
+
 def test_class_per_folder_of_audio_files_is_a_labelled_set(synth_corpus, tmp_path):
     wavs = sorted((synth_corpus / "audio_only").glob("*.wav"))[:4]
     for i, w in enumerate(wavs):

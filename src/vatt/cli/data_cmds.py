@@ -3,6 +3,7 @@ in :mod:`vatt.data`."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from collections import Counter
@@ -26,13 +27,23 @@ def _synth(args) -> int:
 def _prepare(args) -> int:
     from tqdm import tqdm
 
-    from ..data.prepare import parse_part, prepare_shards
+    from ..data.prepare import ClipFormat, parse_part, prepare_shards
 
     part = parse_part(args.part) if args.part else None
+    fmt = ClipFormat()
+    if args.train_format:
+        from ..config import get_config
+        from ..data import DataConfig
+
+        fmt = ClipFormat.training(DataConfig.from_model_config(get_config(args.train_format)))
+    over = {k: v for k, v in (("fps", args.fps), ("sample_rate", args.sample_rate),
+                              ("keyframe_seconds", args.keyframe_seconds), ("crf", args.crf)) if v}
+    if over or args.fast_decode:
+        fmt = dataclasses.replace(fmt, **over, fast_decode=fmt.fast_decode or args.fast_decode, reencode=True)
     bar = tqdm(desc="prepare", unit="file", delay=0.5)
     try:
         report = prepare_shards(args.src, args.out, clip_seconds=args.clip_seconds, max_count=args.max_count,
-                                workers=args.workers, max_side=args.max_side, part=part, progress=bar.update,
+                                workers=args.workers, max_side=args.max_side, fmt=fmt, part=part, progress=bar.update,
                                 total=lambda n: setattr(bar, "total", n))
     finally:
         bar.close()
@@ -103,6 +114,8 @@ def _vocab_build(args) -> int:
 
 
 def register(sub) -> None:
+    from ..config import list_presets
+
     data = sub.add_parser("data", help="build, convert and check media datasets")
     dsub = data.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
 
@@ -122,6 +135,14 @@ def register(sub) -> None:
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--part", metavar="I/N", help="prepare only the I-th of N slices of the files (0 <= I < N), "
                    "e.g. --part $SLURM_ARRAY_TASK_ID/$N; then `vatt data merge-reports OUT`")
+    p.add_argument("--train-format", metavar="PRESET", choices=list_presets(),
+                   help="store clips ready for training this model preset (its frame rate, audio rate and "
+                        "resize, a keyframe every second, fast-decoding H.264): ~9x cheaper to read; see docs/DATA.md")
+    p.add_argument("--fps", type=float, help="stored frame rate (default: the source's, or the preset's)")
+    p.add_argument("--sample-rate", type=int, help="stored audio rate, Hz, mono (default: the source's, or the preset's)")
+    p.add_argument("--keyframe-seconds", type=float, help="seconds between keyframes (default 1)")
+    p.add_argument("--fast-decode", action="store_true", help="H.264 tuned for decoding speed (x264 tune=fastdecode)")
+    p.add_argument("--crf", type=int, help="H.264 quality of re-encoded clips, x264 CRF (default 20; 23 with --train-format)")
     p.set_defaults(func=_prepare)
 
     p = dsub.add_parser("merge-reports", help="join the per-part reports of `prepare --part I/N` runs")

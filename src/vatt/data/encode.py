@@ -17,7 +17,8 @@ SAMPLE_RATE = 16000
 
 def encode_mp4(frames: np.ndarray | None, fps: float, audio: np.ndarray | None, rate: int = SAMPLE_RATE,
                codec: str = "libx264", audio_codec: str = "aac", pix_fmt: str = "yuv420p",
-               container: str = "mp4", times: "list[float] | None" = None, gop: int | None = None) -> bytes:
+               container: str = "mp4", times: "list[float] | None" = None, gop: int | None = None,
+               fast_decode: bool = False, crf: int = 20) -> bytes:
     """Encode media into file bytes with PyAV.
 
     Args:
@@ -27,6 +28,9 @@ def encode_mp4(frames: np.ndarray | None, fps: float, audio: np.ndarray | None, 
         times: presentation time of each frame in seconds (variable frame rate); default ``i / fps``.
         gop: frames between keyframes; default one second's worth, which keeps seeking to a
             random window cheap for the loader (FFmpeg must decode from the previous keyframe).
+        fast_decode: H.264 with x264's ``tune=fastdecode`` (CAVLC instead of CABAC, no deblocking
+            filter, no weighted prediction): ~3x cheaper to decode, ~10-20% larger at the same CRF.
+        crf: x264 constant rate factor (quality; lower is better and larger, 23 is x264's default).
     """
     import av
 
@@ -39,7 +43,9 @@ def encode_mp4(frames: np.ndarray | None, fps: float, audio: np.ndarray | None, 
         vs = a_s = None
         if frames is not None:
             g = str(gop or max(1, round(fps)))
-            opts = {"preset": "veryfast", "crf": "20", "threads": "1", "g": g} if codec == "libx264" else {"g": g}
+            opts = {"preset": "veryfast", "crf": str(crf), "threads": "1", "g": g} if codec == "libx264" else {"g": g}
+            if fast_decode and codec == "libx264":
+                opts["tune"] = "fastdecode"
             # With explicit times, a millisecond clock carries the variable frame timing.
             vrate = 1000 if times is not None else Fraction(fps).limit_denominator(1001)
             vs = c.add_stream(codec, rate=vrate, options=opts)

@@ -37,6 +37,29 @@ def collate(samples: list[dict]) -> dict:
     return batch
 
 
+# glibc mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+
+
+def keep_freed_memory(mmap_threshold: int = 32 << 20, trim_threshold: int = 1 << 30) -> bool:
+    """Let glibc reuse freed blocks of up to ``mmap_threshold`` bytes instead of unmapping them.
+
+    A paper-geometry clip allocates and frees several 10-20 MB arrays (decoded frames, the float
+    clip); by default glibc serves each from a fresh ``mmap``, and faulting its pages in again
+    (~9,000 page faults per clip) took ~40% of a worker's CPU time (measured 43 -> 25 CPU ms per
+    clip). Loader workers call this at start; the cost is that a worker keeps its high-water mark
+    of freed memory (about one clip's worth). 32 MB is the largest threshold glibc accepts on
+    64-bit. Returns False where it does not apply (not glibc).
+    """
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(_M_MMAP_THRESHOLD, int(mmap_threshold))) and bool(libc.mallopt(_M_TRIM_THRESHOLD, int(trim_threshold)))
+    except (OSError, AttributeError):  # not Linux/glibc (macOS, musl, Windows)
+        return False
+
+
 def _one_line_errors(batches):
     """Our errors raised in a loader worker come back with the worker's traceback in the message;
     keep the error's own last line so the CLI can still print one line."""
@@ -58,6 +81,7 @@ def _one_line_errors(batches):
 
 def _worker_init(_):
     torch.set_num_threads(1)
+    keep_freed_memory()
 
 
 class VattLoader(DataLoader):
