@@ -34,7 +34,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .atomic_io import atomic_write_json, atomic_write_text
-from .progress import Progress, advance, start as start_phase, track
+from .progress import Progress, track
 from .tables import format_table
 from .train.config import TrainConfig, load_train_config
 
@@ -309,10 +309,8 @@ def _run_demo(out, minutes, preset, device, clips, windows_per_clip, overrides, 
         sizes = {"labelled_train": min(defaults["probe_train"], 2 * clips),
                  "labelled_test": min(defaults["probe_test"], clips)}
         log.info("generating the synthetic corpus (%d pretraining clips) in %s", clips, corpus)
-        start_phase(progress, sum(_counts(clips, **sizes).values()), "synthetic corpus", "file")
         make_corpus(corpus, clips=clips, seed=seed, workers=max(1, min(2, os.cpu_count() or 1)),
-                    progress=(lambda n=1: advance(progress, n)) if progress else None,
-                    label=defaults["probe_label"], **sizes)
+                    progress=progress, label=defaults["probe_label"], **sizes)
     meta = json.loads((corpus / "corpus.json").read_text())
     src = {k: str(corpus / v) for k, v in meta["sources"].items()}
     if "validation" not in src:

@@ -3,20 +3,31 @@ in :mod:`vatt.data`."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import sys
 from collections import Counter
 
+from .progress import Bars
+
+
+@contextlib.contextmanager
+def _bars(enabled: bool = True):
+    """Progress bars for a command (closed on any exit, so an error line is not cut by a bar)."""
+    bars = Bars() if enabled else None
+    try:
+        yield bars
+    finally:
+        if bars is not None:
+            bars.close()
+
 
 def _synth(args) -> int:
-    from tqdm import tqdm
+    from ..data.synth import make_corpus
 
-    from ..data.synth import default_counts, make_corpus
-
-    total = sum(default_counts(args.clips).values())
-    with tqdm(total=total, desc="synth", unit="file", delay=0.5) as bar:
-        meta = make_corpus(args.out, clips=args.clips, seed=args.seed, workers=args.workers, progress=bar.update)
+    with _bars() as bars:
+        meta = make_corpus(args.out, clips=args.clips, seed=args.seed, workers=args.workers, progress=bars)
     print(f"wrote the demo corpus to {args.out}")
     for name, n in meta["counts"].items():
         print(f"  {name:<15} {n:>6}")
@@ -25,8 +36,6 @@ def _synth(args) -> int:
 
 
 def _prepare(args) -> int:
-    from tqdm import tqdm
-
     from ..data.prepare import ClipFormat, parse_part, prepare_shards
 
     part = parse_part(args.part) if args.part else None
@@ -40,13 +49,9 @@ def _prepare(args) -> int:
                               ("keyframe_seconds", args.keyframe_seconds), ("crf", args.crf)) if v}
     if over or args.fast_decode:
         fmt = dataclasses.replace(fmt, **over, fast_decode=fmt.fast_decode or args.fast_decode, reencode=True)
-    bar = tqdm(desc="prepare", unit="file", delay=0.5)
-    try:
+    with _bars() as bars:
         report = prepare_shards(args.src, args.out, clip_seconds=args.clip_seconds, max_count=args.max_count,
-                                workers=args.workers, max_side=args.max_side, fmt=fmt, part=part, progress=bar.update,
-                                total=lambda n: setattr(bar, "total", n))
-    finally:
-        bar.close()
+                                workers=args.workers, max_side=args.max_side, fmt=fmt, part=part, progress=bars)
     _print_prepare_report(report, args.out)
     if part is not None:
         print(f"part {part[0]} of {part[1]}; when every part is done: vatt data merge-reports {args.out}")
@@ -72,17 +77,12 @@ def _merge_reports(args) -> int:
 
 
 def _check(args) -> int:
-    from tqdm import tqdm
-
     from ..data.check import check_source
     from ..data.config import DataConfig
 
-    bar = tqdm(desc="check", unit="sample", disable=args.json, delay=0.5)
-    try:
-        report = check_source(args.src, DataConfig(max_member_mb=args.max_member_mb), progress=bar.update,
-                              total=lambda n: setattr(bar, "total", n), num_workers=args.workers)
-    finally:
-        bar.close()
+    with _bars(enabled=not args.json) as bars:
+        report = check_source(args.src, DataConfig(max_member_mb=args.max_member_mb), progress=bars,
+                              num_workers=args.workers)
     if args.json:
         json.dump(report, sys.stdout, indent=2)
         print()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+from ..progress import advance, start as start_phase
 from ..errors import InputError
 from .config import DataConfig
 from .datasets import ClipDataset, build_dataset
@@ -16,7 +17,7 @@ def _check_one(args):
     return i, s.get("_skip", False), s.get("_events", [])
 
 
-def check_source(source: str, cfg: DataConfig | None = None, *, num_workers: int = 0, progress=None, total=None) -> dict:
+def check_source(source: str, cfg: DataConfig | None = None, *, num_workers: int = 0, progress=None) -> dict:
     """Decode every sample (evaluation windows; no augmentation) and report.
 
     Returns ``{"total", "good", "bad", "reasons": {reason: n}, "masked": {reason: n},
@@ -43,8 +44,7 @@ def check_source(source: str, cfg: DataConfig | None = None, *, num_workers: int
 
     if isinstance(ds, ClipDataset):
         ds.max_retries = 1
-        if total:
-            total(len(ds))
+        start_phase(progress, len(ds), "check", "sample")
         jobs = [(ds, i) for i in range(len(ds))]
         if num_workers > 0:
             import multiprocessing as mp
@@ -56,6 +56,7 @@ def check_source(source: str, cfg: DataConfig | None = None, *, num_workers: int
         for i, skipped, events in results:
             add(ds.refs[i].path, skipped, events)
     else:  # shards: a bad sample's report rides on the next sample
+        start_phase(progress, None, "check", "sample")
         for s in ds:
             events = s.get("_events", [])
             for e in events:
@@ -63,8 +64,7 @@ def check_source(source: str, cfg: DataConfig | None = None, *, num_workers: int
                     add(e[0], True, [e])
             if not s.get("_skip"):
                 add(s["key"].rsplit("@", 1)[0], False, [e for e in events if e[2] == MASKED])
-            if progress:
-                progress(1)
+            advance(progress)
     good = sum(1 for f in files if f["ok"])
     return {"total": len(files), "good": good, "bad": len(files) - good, "reasons": dict(reasons),
             "masked": dict(masked), "files": files}
@@ -72,6 +72,5 @@ def check_source(source: str, cfg: DataConfig | None = None, *, num_workers: int
 
 def _iter_progress(it, progress):
     for x in it:
-        if progress:
-            progress(1)
+        advance(progress)
         yield x

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic_io import atomic_write_json, atomic_write_text
+from ..progress import advance, start as start_phase
 from ..errors import InputError
 from .captions import Caption, CaptionError, read_captions
 from .decode import MediaError, MediaReader
@@ -151,8 +152,7 @@ def _report_name(part: tuple[int, int] | None) -> str:
 
 def prepare_shards(src: str, out: str | os.PathLike, *, clip_seconds: float = 10.0, max_count: int = 256,
                    workers: int = 1, max_side: int = 360, fmt: ClipFormat | None = None,
-                   part: tuple[int, int] | None = None, progress=None,
-                   total=None) -> dict:
+                   part: tuple[int, int] | None = None, progress=None) -> dict:
     """``vatt data prepare``: cut every file of ``src`` into clips and write tar shards to ``out``.
 
     Writes ``out/shard-NNNNN.tar`` and ``out/prepare_report.json`` (``{"source", "clip_seconds",
@@ -179,8 +179,7 @@ def prepare_shards(src: str, out: str | os.PathLike, *, clip_seconds: float = 10
     if part is not None:
         first, last = len(refs) * part[0] // part[1], len(refs) * (part[0] + 1) // part[1]
         refs = refs[first:last]
-    if total:
-        total(len(refs))
+    start_phase(progress, len(refs), "prepare", "file")  # vatt.progress convention
     fmt = fmt or ClipFormat()
     jobs = [(r, clip_seconds, max_side, classes, fmt) for r in refs]
     skipped, n_clips, ok = [], 0, 0
@@ -203,8 +202,7 @@ def prepare_shards(src: str, out: str | os.PathLike, *, clip_seconds: float = 10
                     for suffix, members in clips:
                         writer.write(f"{i:07d}_{suffix}", members)
                         n_clips += 1
-                if progress:
-                    progress(1)
+                advance(progress)
         finally:
             if pool is not None:
                 pool.close()

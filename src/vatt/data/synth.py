@@ -33,13 +33,13 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from .captions import Caption, write_srt
 from .encode import encode_mp4, wav_bytes
 from ..atomic_io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from ..progress import Progress, advance, start as start_phase
 from ..errors import InputError
 
 log = logging.getLogger(__name__)
@@ -243,7 +243,7 @@ def default_counts(clips: int, *, labelled_train: int | None = None, labelled_te
 
 
 def make_corpus(out: str | os.PathLike, clips: int = 200, seed: int = 0, workers: int = 1,
-                progress: Callable[[int], None] | None = None, *, labelled_train: int | None = None,
+                progress: Progress | None = None, *, labelled_train: int | None = None,
                 labelled_test: int | None = None, validation: int | None = None, label: str = "shape") -> dict:
     """Write the demo corpus to ``out`` (layout in the module docstring); returns corpus.json's content.
 
@@ -259,10 +259,11 @@ def make_corpus(out: str | os.PathLike, clips: int = 200, seed: int = 0, workers
     values = {"shape": SHAPES, "colour": COLOURS, "motion": MOTIONS}
     if label not in values:
         raise InputError(f"label must be one of {sorted(values)}, got {label!r}")
+    counts = default_counts(clips, labelled_train=labelled_train, labelled_test=labelled_test,
+                            validation=validation)  # validates before anything is written
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    counts = default_counts(clips, labelled_train=labelled_train, labelled_test=labelled_test,
-                            validation=validation)
+    start_phase(progress, sum(counts.values()), "synth", "file")  # vatt.progress convention
     combos = list(itertools.product(SHAPES, COLOURS, MOTIONS))
     order = np.random.default_rng([seed, 99]).permutation(len(combos))
     jobs = []
@@ -287,13 +288,11 @@ def make_corpus(out: str | os.PathLike, clips: int = 200, seed: int = 0, workers
         with mp.get_context("fork").Pool(workers) as pool:
             for r in pool.imap(_make_job, jobs, chunksize=4):
                 results.append(r)
-                if progress:
-                    progress(1)
+                advance(progress)
     else:
         for job in jobs:
             results.append(_make_job(job))
-            if progress:
-                progress(1)
+            advance(progress)
     for split in ("train", "test"):
         rows = ["path,label"] + [f"{rel.removeprefix('labelled/')},{getattr(spec, label)}"
                                  for (rel, spec), job in zip(results, jobs) if job[1] == split]

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from ..errors import InputError
+from ..progress import Progress
 from .embed import eval_dataset, extract_features
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,7 @@ MODALITIES = ("video", "audio")
 
 
 def frozen_features(model, source, *, modality: str = "video", num_windows: int = 1, batch_size: int = 8,
-                    device="cpu", num_workers: int = 0, progress: "Progress | None" = None, classes=None
+                    device="cpu", num_workers: int = 0, progress: Progress | None = None, classes=None
                     ) -> tuple[torch.Tensor, torch.Tensor, list[str] | None]:
     """Window-averaged AGG features ``[N, D]``, labels ``[N]`` and the class names (None when
     the source does not name them) of a labelled source; ``classes`` fixes the label ids."""
@@ -135,7 +136,7 @@ def classify_features(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torc
 def linear_probe(model, train_source, test_source, *, modality: str = "video",
                  classifier: str | Sequence[str] = "logistic",
                  num_windows: int = 4, device="cpu", splits: Sequence[tuple] | None = None, batch_size: int = 8,
-                 num_workers: int = 0, seed: int = 0, progress: "Progress | None" = None) -> dict:
+                 num_workers: int = 0, seed: int = 0, progress: Progress | None = None) -> dict:
     """Linear probe of ``model``'s frozen ``modality`` AGG features.
 
     Args:

@@ -25,6 +25,7 @@ from typing import Sequence
 import torch
 
 from ..errors import InputError
+from ..progress import Progress
 from .embed import eval_dataset, extract_features, l2_normalize
 from .metrics import retrieval_metrics
 
@@ -108,7 +109,7 @@ def retrieval_from_features(feats: dict, *, average: str = "embeddings", caption
 def zero_shot_retrieval(model, source, *, num_windows: int = 4, batch_size: int = 8, device="cpu",
                         num_workers: int = 0, average: str | Sequence[str] = "embeddings",
                         caption: str | int = "centre", with_audio: bool = True,
-                        progress: "Progress | None" = None) -> dict:
+                        progress: Progress | None = None) -> dict:
     """Zero-shot text↔video (and audio↔video) retrieval of ``model`` on ``source``.
 
     Args:

@@ -22,7 +22,7 @@ import os
 import random
 import shutil
 from pathlib import Path
-from typing import Any
+
 
 import numpy as np
 import torch
@@ -32,7 +32,7 @@ from safetensors.torch import load_file
 from .. import distributed as D
 from ..atomic_io import atomic_write_json
 from ..errors import CheckpointError
-from ..state_io import flatten_state, load_state, save_state, unflatten_state  # noqa: F401 (re-export)
+from ..state_io import load_state, save_state
 
 log = logging.getLogger(__name__)
 
