@@ -33,8 +33,9 @@ def glorot_linear(in_dim: int, out_dim: int, bias: bool = True) -> nn.Linear:
 
 def _onednn_ok(x: torch.Tensor, weight: torch.Tensor) -> bool:
     """The oneDNN path applies to fp32 CPU tensors outside autocast (bf16 autocast already runs on
-    oneDNN; meta tensors, e.g. FLOP counting, take the ordinary path)."""
-    return (x.device.type == "cpu" and x.dtype == torch.float32 and weight.dtype == torch.float32
+    oneDNN; meta tensors, e.g. FLOP counting, take the ordinary path) and outside ``torch.compile``
+    (which chooses its own GEMMs: with ``freezing`` its prepacked oneDNN linears)."""
+    return (not torch.compiler.is_compiling() and x.device.type == "cpu" and x.dtype == torch.float32 and weight.dtype == torch.float32
             and not torch.is_autocast_enabled("cpu") and torch.backends.mkldnn.is_available())
 
 
@@ -64,7 +65,7 @@ class _OneDNNLinearFn(torch.autograd.Function):
             dx = lin(g2, weight.t().contiguous(), None, "none", [], "").view(x.shape)
         if ctx.needs_input_grad[1]:  # dW = g^T @ x = linear(g^T, x^T)
             x2 = x.reshape(-1, x.shape[-1])
-            dw = lin(g2.t().contiguous(), x2.t().contiguous(), None, "none", [], "")
+            dw = lin(g2.t(), x2.t(), None, "none", [], "")  # oneDNN reads the transposed views as they are
         if ctx.has_bias and ctx.needs_input_grad[2]:
             db = g2.sum(0)
         return dx, dw, db
@@ -113,7 +114,9 @@ class Attention(nn.Module):
 
         self.fused = False
         self._register_state_dict_hook(_split_qkv_state)
-        self._register_load_state_dict_pre_hook(_join_qkv_state)
+        self.register_load_state_dict_pre_hook(_join_qkv_state)
+        self.register_load_state_dict_post_hook(_report_qkv_keys)
+        self._qkv_absent: list = []
 
     def fuse_qkv(self, fused: bool = True) -> None:
         """Switch between one fused ``qkv`` projection and separate q/k/v (values kept exactly)."""
@@ -147,6 +150,10 @@ class Attention(nn.Module):
                     lin.bias.requires_grad_(qkv.bias.requires_grad)
                 setattr(self, name, lin)
             del self.qkv
+        # projections first, as built (named_parameters and state_dict order)
+        order = ["qkv"] if fused else ["q", "k", "v"]
+        self._modules = {**{n: self._modules[n] for n in order},
+                         **{n: m for n, m in self._modules.items() if n not in order}}
         self.fused = fused
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
@@ -194,12 +201,24 @@ def _split_qkv_state(module: Attention, state: dict, prefix: str, local_metadata
 def _join_qkv_state(module: Attention, state: dict, prefix: str, local_metadata, strict, missing, unexpected,
                     errors) -> None:
     """Load-state-dict pre-hook: q/k/v tensors (the saved layout) load into a fused ``qkv``."""
+    module._qkv_absent = []
     if not module.fused:
         return
     for kind in ("weight", "bias"):
         keys = [f"{prefix}{name}.{kind}" for name in "qkv"]
         if all(k in state for k in keys):
             state[f"{prefix}qkv.{kind}"] = torch.cat([state.pop(k) for k in keys])
+        elif any(k in state for k in keys):  # partial: report by the saved names, after loading
+            module._qkv_absent.append((f"{prefix}qkv.{kind}", [k for k in keys if k not in state],
+                                       [k for k in keys if k in state]))
+
+
+def _report_qkv_keys(module: Attention, incompatible) -> None:
+    """Load-state-dict post-hook: keys missing from a fused module's q/k/v are named as saved."""
+    for fused_key, absent, present in module._qkv_absent:
+        incompatible.missing_keys[:] = [k for k in incompatible.missing_keys if k != fused_key] + absent
+        incompatible.unexpected_keys[:] = [k for k in incompatible.unexpected_keys if k not in present]
+    module._qkv_absent = []
 
 
 def use_fast_paths(module: nn.Module, fused_qkv: bool = False, cpu_linear: str = "torch") -> nn.Module:
