@@ -458,13 +458,66 @@ def render_markdown(data: dict) -> str:
     d = data.get("data")
     if isinstance(d, dict):
         lines += render_data(d)
-    other = {k: v for k, v in data.items() if k not in MODEL_KEYS + ("data",)}
+    lines += render_speed(data.get("speed"))
+    other = {k: v for k, v in data.items() if k not in MODEL_KEYS + ("data", "speed")}
     if other:
         lines += ["## Other results", ""]
         for key, value in other.items():
             lines.append(f"- `{key}`: `{json.dumps(value)}`")
         lines.append("")
     return "\n".join(lines)
+
+
+SPEED_TARGETS = (  # issue 14: (label, path in speed, target)
+    ("MBS video-tower train step / best fp32 GEMM (fraction)", ("train_step", "mbs_video_tower", "fraction_of_best_gemm"), 0.85),
+    ("full MBS batch-1 inference, fast / previous path (speed-up)", ("inference", "mbs_batch1", "speedup"), 1.25),
+    ("tiny-model train step (demo, batch 32), fast / previous path", ("train_step", "tiny_model", "speedup"), 1.3),
+)
+
+
+def render_speed(sp) -> list:
+    """The ``speed`` section written by ``benchmarks/bench_speed.py`` (issue 14)."""
+    if not sp:
+        return []
+    env = sp.get("env", {})
+    lines = ["## CPU fast paths (`benchmarks/bench_speed.py`, issue 14)", "",
+             f"Measured {env.get('date')}, {env.get('threads')} threads, load average {env.get('load_average_start')} -> "
+             f"{env.get('load_average_end')} (shared 2-core machine: absolute times are slow and noisy; every ratio "
+             f"comes from one interleaved run). previous = `{json.dumps(sp['variants']['baseline'])}` + torch's "
+             f"default Adam; fast = `{json.dumps(sp['variants']['fast'])}` + fused Adam.", "",
+             "| target | measured | goal | met |", "|---|---:|---:|:---:|"]
+    for label, path, goal in SPEED_TARGETS:
+        value = _get(sp, path)
+        if value is not None:
+            lines.append(f"| {label} | {value} | >= {goal} | {'yes' if value >= goal else '**no**'} |")
+    lines.append("")
+    gemm = sp.get("gemm")
+    if gemm:
+        lines += ["| GEMM GFLOP/s (M x K -> N) | dtype | torch | onednn | numpy | best |", "|---|---|---:|---:|---:|---|"]
+        for dtype in ("fp32", "bf16"):
+            for name, row in gemm[dtype].items():
+                shape = "x".join(map(str, gemm["shapes"][name]))
+                lines.append(f"| {name} ({shape}) | {dtype} | {row.get('torch', '')} | {row.get('onednn', '')} | "
+                             f"{row.get('numpy', '–')} | {row['best_backend']} |")
+        blas = ", ".join(f"{b.get('internal_api')} {b.get('version')} ({b.get('architecture')})" for b in gemm.get("numpy_blas", []))
+        lines += ["", f"- {gemm.get('note')}; numpy's BLAS per threadpoolctl: {blas} (OPENBLAS_CORETYPE/L2_SIZE unset)", ""]
+    ts = sp.get("train_step", {})
+    tw = ts.get("mbs_video_tower")
+    if tw:
+        lines += ["| MBS video tower train step | s | GFLOP/s |", "|---|---:|---:|"]
+        for key in ("baseline", "fused_qkv_only", "onednn_only", "fused_adam_only", "fast"):
+            if f"{key}_s" in tw:
+                lines.append(f"| {'previous' if key == 'baseline' else key} | {tw[f'{key}_s']} | {tw[f'{key}_gflop_s']} |")
+        lines += ["", f"- {tw['workload']}; {tw['gflop_per_step']} GFLOP/step; speed-up {tw['speedup']}x; "
+                      f"GEMM alongside (tower MLP shape): {json.dumps(tw['gemm_alongside_gflop_s'])} GFLOP/s, best "
+                      f"{tw['best_gemm_backend']}; fraction of it: fast {tw['fraction_of_best_gemm']}, previous "
+                      f"{tw['baseline_fraction_of_best_gemm']}"]
+    for key, part in (("tiny_model", ts.get("tiny_model")), ("mbs_batch1 inference", _get(sp, ("inference", "mbs_batch1")))):
+        if part:
+            lines.append(f"- {key}: previous {part['baseline_s']} s, fast {part['fast_s']} s, speed-up "
+                         f"{part['speedup']}x ({part['workload']})")
+    lines.append("")
+    return lines
 
 
 def write_markdown(data: dict, path: Path = RESULTS / "cpu.md") -> None:

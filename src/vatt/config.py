@@ -208,6 +208,11 @@ class ModelConfig(ConfigBase):
     ``classifier``: an optional classification head (fine-tuned models), see :class:`ClassifierConfig`.
     ``validate_inputs``: check input shapes and ranges at every forward (one min/max per tensor);
     turn off for speed once the pipeline is known to be right.
+    ``fused_qkv``: one fused ``[3D, D]`` q/k/v projection instead of three (the state dict keeps
+    the q/k/v layout; outputs bit-identical on torch's GEMM, within fp32 rounding on oneDNN).
+    ``cpu_linear``: ``"onednn"`` (default) runs fp32 CPU linears, forward and backward, on
+    oneDNN, about 2x torch's default GEMM on our CPUs; ``"torch"`` is the previous path. Outputs
+    equal within fp32 rounding. Neither switch affects GPUs or bf16 autocast. See docs/PERFORMANCE.md.
     """
 
     name: str = "mbs"
@@ -228,6 +233,8 @@ class ModelConfig(ConfigBase):
     attention_dropout: float = 0.1
     layer_norm_eps: float = 1e-6
     validate_inputs: bool = True
+    fused_qkv: bool = True
+    cpu_linear: str = "onednn"
 
     @property
     def modality_agnostic(self) -> bool:
@@ -242,6 +249,7 @@ class ModelConfig(ConfigBase):
         check_choice(self.droptoken, "droptoken", ("batch", "sample"))
         check_choice(self.droptoken_keep, "droptoken_keep", ("table", "tokens"))
         check_choice(self.position_resample, "position_resample", ("spline", "bicubic"))
+        check_choice(self.cpu_linear, "cpu_linear", ("onednn", "torch"))
         # Bound the size before anything is allocated (a typo such as width=1e9 would try to
         # allocate terabytes): ~12 D^2 weights per layer.
         weights = sum(12 * e.num_layers * e.width ** 2 for e in

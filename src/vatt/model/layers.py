@@ -5,6 +5,8 @@
   model. Attention uses ``torch.nn.functional.scaled_dot_product_attention`` (fused kernels).
 * :class:`RMSNorm`, :class:`T5RelativeBias`, :class:`T5Block`: the T5-style text encoder pieces
   (no biases, no ``1/sqrt(d)`` scaling, a relative position bias added in every layer).
+* :func:`use_fast_paths`: CPU speed switches (fused QKV projection, oneDNN linears); outputs equal
+  within fp32 rounding, state dicts unchanged (``ModelConfig.fused_qkv`` / ``cpu_linear``).
 
 All shapes are ``[B, N, D]`` (batch, tokens, width) unless stated otherwise.
 """
@@ -29,8 +31,65 @@ def glorot_linear(in_dim: int, out_dim: int, bias: bool = True) -> nn.Linear:
     return layer
 
 
+def _onednn_ok(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """The oneDNN path applies to fp32 CPU tensors outside autocast (bf16 autocast already runs on
+    oneDNN; meta tensors, e.g. FLOP counting, take the ordinary path) and outside ``torch.compile``
+    (which chooses its own GEMMs: with ``freezing`` its prepacked oneDNN linears)."""
+    return (not torch.compiler.is_compiling() and x.device.type == "cpu" and x.dtype == torch.float32 and weight.dtype == torch.float32
+            and not torch.is_autocast_enabled("cpu") and torch.backends.mkldnn.is_available())
+
+
+class _OneDNNLinearFn(torch.autograd.Function):
+    """``F.linear`` whose three GEMMs (forward, input and weight gradients) run on oneDNN.
+
+    On the AMD EPYC CPUs we run on, torch's default fp32 GEMM (MKL) reaches about half of what
+    oneDNN reaches at the transformer's shapes (``benchmarks/results/cpu.md``). Results equal
+    ``F.linear`` within fp32 rounding (another summation order), not bit for bit.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        x2 = x.reshape(-1, x.shape[-1])
+        y = torch.ops.mkldnn._linear_pointwise(x2, weight, bias, "none", [], "")
+        return y.view(*x.shape[:-1], weight.shape[0])
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        g2 = grad.reshape(-1, grad.shape[-1])
+        lin = torch.ops.mkldnn._linear_pointwise
+        dx = dw = db = None
+        if ctx.needs_input_grad[0]:  # dx = g @ W = linear(g, W^T)
+            dx = lin(g2, weight.t().contiguous(), None, "none", [], "").view(x.shape)
+        if ctx.needs_input_grad[1]:  # dW = g^T @ x = linear(g^T, x^T)
+            x2 = x.reshape(-1, x.shape[-1])
+            dw = lin(g2.t(), x2.t(), None, "none", [], "")  # oneDNN reads the transposed views as they are
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            db = g2.sum(0)
+        return dx, dw, db
+
+
+class FastLinear(nn.Linear):
+    """``nn.Linear`` (same parameters and state dict) that runs fp32 CPU GEMMs on oneDNN.
+
+    :func:`use_fast_paths` turns existing ``nn.Linear`` modules into this class in place.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if _onednn_ok(x, self.weight):
+            return _OneDNNLinearFn.apply(x, self.weight, self.bias)
+        return F.linear(x, self.weight, self.bias)
+
+
 class Attention(nn.Module):
     """Multi-head self-attention with separate q/k/v/o projections.
+
+    :meth:`fuse_qkv` replaces q, k and v by one ``qkv`` projection (weight ``[3D, D]``: one larger
+    GEMM instead of three). The state dict keeps the q/k/v layout either way (hooks split and
+    join the fused tensors), so weights, checkpoints and the official converter are unaffected;
+    only the optimiser state, keyed by parameter, follows the fused layout.
 
     Args:
         width: model width ``D``.
@@ -53,6 +112,50 @@ class Attention(nn.Module):
         self.v = glorot_linear(width, width, bias)
         self.o = glorot_linear(width, width, bias)
 
+        self.fused = False
+        self._register_state_dict_hook(_split_qkv_state)
+        self.register_load_state_dict_pre_hook(_join_qkv_state)
+        self.register_load_state_dict_post_hook(_report_qkv_keys)
+        self._qkv_absent: list = []
+
+    def fuse_qkv(self, fused: bool = True) -> None:
+        """Switch between one fused ``qkv`` projection and separate q/k/v (values kept exactly)."""
+        if fused == self.fused:
+            return
+        if fused:
+            q, k, v = self.q, self.k, self.v
+            qkv = torch.nn.utils.skip_init(type(q), q.in_features, 3 * q.out_features, bias=q.bias is not None,
+                                           device=q.weight.device, dtype=q.weight.dtype)  # draws no random numbers
+            with torch.no_grad():
+                qkv.weight.copy_(torch.cat([q.weight, k.weight, v.weight]))
+                if q.bias is not None:
+                    qkv.bias.copy_(torch.cat([q.bias, k.bias, v.bias]))
+            qkv.weight.requires_grad_(q.weight.requires_grad)
+            if q.bias is not None:
+                qkv.bias.requires_grad_(q.bias.requires_grad)
+            del self.q, self.k, self.v
+            self.qkv = qkv
+        else:
+            qkv = self.qkv
+            d = qkv.out_features // 3
+            for i, name in enumerate("qkv"):
+                lin = torch.nn.utils.skip_init(type(qkv), qkv.in_features, d, bias=qkv.bias is not None,
+                                               device=qkv.weight.device, dtype=qkv.weight.dtype)
+                with torch.no_grad():
+                    lin.weight.copy_(qkv.weight[i * d:(i + 1) * d])
+                    if qkv.bias is not None:
+                        lin.bias.copy_(qkv.bias[i * d:(i + 1) * d])
+                lin.weight.requires_grad_(qkv.weight.requires_grad)
+                if qkv.bias is not None:
+                    lin.bias.requires_grad_(qkv.bias.requires_grad)
+                setattr(self, name, lin)
+            del self.qkv
+        # projections first, as built (named_parameters and state_dict order)
+        order = ["qkv"] if fused else ["q", "k", "v"]
+        self._modules = {**{n: self._modules[n] for n in order},
+                         **{n: m for n, m in self._modules.items() if n not in order}}
+        self.fused = fused
+
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         b, n, _ = x.shape
         return x.view(b, n, self.num_heads, self.head_dim).transpose(1, 2)
@@ -60,13 +163,81 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """``x`` [B, N, D]; ``mask`` an additive float mask broadcastable to [B, heads, N, N]."""
         b, n, d = x.shape
-        q, k, v = self._heads(self.q(x)), self._heads(self.k(x)), self._heads(self.v(x))
+        if self.fused:
+            qkv = self.qkv(x).view(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+            q, k, v = qkv.unbind(0)
+        else:
+            q, k, v = self._heads(self.q(x)), self._heads(self.k(x)), self._heads(self.v(x))
         if mask is not None:
             mask = mask.to(q.dtype)
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0, scale=self.scale
         )
         return self.o(y.transpose(1, 2).reshape(b, n, d))
+
+
+def _split_qkv_state(module: Attention, state: dict, prefix: str, local_metadata) -> None:
+    """State-dict hook: a fused ``qkv`` is saved as the q/k/v tensors of the unfused layout."""
+    if not module.fused:
+        return
+    own = [k for k in state if k.startswith(prefix)]  # this module's keys come last: rebuild them in order
+    items = [(k, state.pop(k)) for k in own]
+    parts: dict = {}
+    for key, value in items:
+        kind = key[len(prefix):].removeprefix("qkv.")
+        if key.startswith(f"{prefix}qkv."):
+            for name, part in zip("qkv", value.chunk(3)):
+                parts[f"{prefix}{name}.{kind}"] = part.clone()
+    for name in "qkv":
+        for kind in ("weight", "bias"):
+            key = f"{prefix}{name}.{kind}"
+            if key in parts:
+                state[key] = parts[key]
+    for key, value in items:
+        if not key.startswith(f"{prefix}qkv."):
+            state[key] = value
+
+
+def _join_qkv_state(module: Attention, state: dict, prefix: str, local_metadata, strict, missing, unexpected,
+                    errors) -> None:
+    """Load-state-dict pre-hook: q/k/v tensors (the saved layout) load into a fused ``qkv``."""
+    module._qkv_absent = []
+    if not module.fused:
+        return
+    for kind in ("weight", "bias"):
+        keys = [f"{prefix}{name}.{kind}" for name in "qkv"]
+        if all(k in state for k in keys):
+            state[f"{prefix}qkv.{kind}"] = torch.cat([state.pop(k) for k in keys])
+        elif any(k in state for k in keys):  # partial: report by the saved names, after loading
+            module._qkv_absent.append((f"{prefix}qkv.{kind}", [k for k in keys if k not in state],
+                                       [k for k in keys if k in state]))
+
+
+def _report_qkv_keys(module: Attention, incompatible) -> None:
+    """Load-state-dict post-hook: keys missing from a fused module's q/k/v are named as saved."""
+    for fused_key, absent, present in module._qkv_absent:
+        incompatible.missing_keys[:] = [k for k in incompatible.missing_keys if k != fused_key] + absent
+        incompatible.unexpected_keys[:] = [k for k in incompatible.unexpected_keys if k not in present]
+    module._qkv_absent = []
+
+
+def use_fast_paths(module: nn.Module, fused_qkv: bool = False, cpu_linear: str = "torch") -> nn.Module:
+    """Apply the CPU speed switches to every :class:`Attention` and ``nn.Linear`` in ``module``.
+
+    ``fused_qkv``: one ``[3D, D]`` projection instead of q, k, v (see :meth:`Attention.fuse_qkv`).
+    ``cpu_linear``: ``"onednn"`` runs fp32 CPU linears (forward and backward) on oneDNN
+    (:class:`FastLinear`), ``"torch"`` on torch's default GEMM. Parameters, state dict and outputs
+    (within fp32 rounding) are unchanged either way; both switches can be flipped back.
+    """
+    if cpu_linear not in ("torch", "onednn"):
+        raise ValueError(f"cpu_linear must be 'torch' or 'onednn', got {cpu_linear!r}")
+    for m in module.modules():
+        if isinstance(m, Attention):
+            m.fuse_qkv(fused_qkv)
+    for m in module.modules():
+        if type(m) in (nn.Linear, FastLinear):
+            m.__class__ = FastLinear if cpu_linear == "onednn" else nn.Linear
+    return module
 
 
 class MLP(nn.Module):

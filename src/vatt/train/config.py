@@ -39,6 +39,10 @@ class OptimConfig(ConfigBase):
             (official: 500k).
         beta1, beta2, eps, weight_decay: Adam settings (0.9, 0.999, 1e-7, 0).
         grad_clip: max global gradient norm; 0 = no clipping (official).
+        fused: the single-kernel ``fused=True`` Adam (about 3x faster than torch's per-tensor
+            default on CPU, where it was a quarter of an MBS-tower step; equal within fp32
+            rounding); False = torch's default implementation. Sharded (FSDP) parameters always
+            use the default.
     """
 
     optimizer: str = "adam"
@@ -51,6 +55,7 @@ class OptimConfig(ConfigBase):
     eps: float = 1e-7
     weight_decay: float = 0.0
     grad_clip: float = 0.0
+    fused: bool = True
 
     def check(self) -> None:
         check_choice(self.optimizer, "optim.optimizer", ("adam", "adamw"))

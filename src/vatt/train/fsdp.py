@@ -43,6 +43,13 @@ def shard_model(model: nn.Module, precision: str = "fp32") -> int:
     """
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
+    from ..model.layers import Attention
+
+    # Distributed checkpointing maps state-dict keys to parameters one to one: the fused QKV
+    # projection (saved as q/k/v by hooks) is split back before sharding (values unchanged).
+    for m in model.modules():
+        if isinstance(m, Attention):
+            m.fuse_qkv(False)
     kw = {}
     if precision == "bf16":
         kw["mp_policy"] = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)

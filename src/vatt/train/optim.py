@@ -58,7 +58,11 @@ def build_optimizer(model: torch.nn.Module, cfg) -> torch.optim.Optimizer:
         raise ConfigError(f"optim.optimizer must be one of {OPTIMIZERS}, got {cfg.optimizer!r}")
     params = [p for p in model.parameters() if p.requires_grad]
     cls = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.AdamW
-    return cls(params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, weight_decay=cfg.weight_decay)
+    # the fused kernel takes plain CPU / CUDA tensors (not sharded DTensors)
+    fused = getattr(cfg, "fused", False) and all(type(p.data) is torch.Tensor and p.device.type in ("cpu", "cuda")
+                                                 for p in params)
+    return cls(params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, weight_decay=cfg.weight_decay,
+               **({"fused": True} if fused else {}))
 
 
 def build_schedule(optimizer: torch.optim.Optimizer, cfg, total_steps: int) -> WarmupCosineSchedule:

@@ -1,0 +1,164 @@
+"""CPU speed paths (issue 14) change no result: the fused QKV projection and the oneDNN linears
+give today's outputs and gradients within fp32 rounding, and the saved layout (q/k/v) is unchanged
+so weights round-trip exactly between the paths. (Speed itself lives in benchmarks/bench_speed.py.)"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import vatt
+from vatt.model.layers import Attention, FastLinear, use_fast_paths
+
+ROOT = Path(__file__).resolve().parents[1]
+VARIANTS = [(False, "torch"), (True, "torch"), (False, "onednn"), (True, "onednn")]
+
+
+def tiny_inputs(cfg, batch=2):
+    g = torch.Generator().manual_seed(1)
+    return {
+        "video": torch.rand(batch, cfg.video.num_frames, cfg.video.crop_size, cfg.video.crop_size, 3, generator=g) * 2 - 1,
+        "audio": torch.rand(batch, cfg.audio.num_samples, generator=g) * 2 - 1,
+        "text": torch.randint(1, cfg.text.vocab_size, (batch, 5, cfg.text.max_words), generator=g),
+    }
+
+
+def run_tiny(fused, linear, preset="tiny"):
+    """Outputs (eval), gradients of a training forward, and the state dict of a seeded model."""
+    torch.manual_seed(0)
+    model = vatt.create_model(preset, fused_qkv=fused, cpu_linear=linear)
+    state = {k: v.clone() for k, v in model.state_dict().items()}  # as initialised
+    inputs = tiny_inputs(model.config)
+    with torch.no_grad():
+        out = model.eval()(**inputs)
+    # gradients in eval mode: BatchNorm over a batch of 2 in training mode would amplify rounding
+    # differences past any fp32 tolerance (the training path is covered by the loss trajectory test)
+    sum(v.float().pow(2).mean() for v in model(**inputs).values()).backward()
+    grads = {}
+    for name, p in model.named_parameters():
+        if p.grad is not None and name.rsplit(".", 2)[-2] == "qkv":
+            for part, g in zip("qkv", p.grad.chunk(3)):  # compare in the saved layout
+                grads[name.replace(".qkv.", f".{part}.")] = g
+        elif p.grad is not None:
+            grads[name] = p.grad
+    return out, grads, state
+
+
+def test_fast_paths_give_the_same_outputs_and_gradients_within_fp32_rounding():
+    ref_out, ref_grads, ref_state = run_tiny(False, "torch")
+    for fused, linear in VARIANTS[1:]:
+        out, grads, state = run_tiny(fused, linear)
+        # same initialisation and the same saved layout, key for key and bit for bit
+        assert list(state) == list(ref_state)
+        assert all(torch.equal(state[k], ref_state[k]) for k in state)
+        for k in ref_out:
+            torch.testing.assert_close(out[k], ref_out[k], rtol=1e-5, atol=1e-5, msg=f"{k} {fused} {linear}")
+        assert grads.keys() == ref_grads.keys()
+        for k, g in ref_grads.items():
+            if k.endswith(".attn.k.bias"):  # zero in exact arithmetic (softmax is shift-invariant): noise
+                assert grads[k].abs().max() < 1e-5 and g.abs().max() < 1e-5
+                continue
+            torch.testing.assert_close(grads[k], g, rtol=1e-4, atol=1e-4 * g.abs().max().item() + 1e-8,
+                                       msg=f"{k} {fused} {linear}")
+
+
+def test_fused_qkv_on_torch_gemm_is_bit_identical_in_inference():
+    ref_out, _, _ = run_tiny(False, "torch")
+    out, _, _ = run_tiny(True, "torch")
+    assert all(torch.equal(out[k], ref_out[k]) for k in out)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("shape", [(5, 48), (2, 7, 48)])
+def test_onednn_linear_matches_torch_linear_forward_and_backward(bias, shape):
+    torch.manual_seed(0)
+    ref = nn.Linear(48, 80, bias=bias)
+    fast = nn.Linear(48, 80, bias=bias)
+    fast.load_state_dict(ref.state_dict())
+    fast.__class__ = FastLinear
+    x = torch.randn(*shape, requires_grad=True)
+    g = torch.randn(*shape[:-1], 80)
+    params = [x, ref.weight] + ([ref.bias] if bias else [])
+    fparams = [x, fast.weight] + ([fast.bias] if bias else [])
+    y_ref, y = ref(x), fast(x)
+    torch.testing.assert_close(y, y_ref, rtol=1e-5, atol=1e-5)
+    for a, b in zip(torch.autograd.grad(y, fparams, g), torch.autograd.grad(y_ref, params, g)):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_onednn_linear_falls_back_under_autocast_and_for_other_dtypes():
+    torch.manual_seed(0)
+    lin = nn.Linear(16, 8)
+    lin.__class__ = FastLinear
+    x = torch.randn(3, 16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert lin(x).dtype == torch.bfloat16  # autocast's own bf16 path, as plain nn.Linear
+    lin64, x64 = lin.double(), x.double()
+    assert torch.equal(lin64(x64), F.linear(x64, lin64.weight, lin64.bias))
+
+
+def test_weights_move_exactly_between_fused_and_unfused_models(tmp_path):
+    torch.manual_seed(0)
+    fused = vatt.create_model("tiny", fused_qkv=True).eval()
+    torch.manual_seed(1)
+    plain = vatt.create_model("tiny", fused_qkv=False, cpu_linear="torch").eval()
+    assert any(isinstance(m, Attention) and m.fused for m in fused.modules())
+    plain.load_state_dict(fused.state_dict())  # fused -> q/k/v layout
+    assert all(torch.equal(a, b) for a, b in zip(plain.state_dict().values(), fused.state_dict().values()))
+    torch.manual_seed(2)
+    again = vatt.create_model("tiny", fused_qkv=True)
+    again.load_state_dict(plain.state_dict())  # q/k/v layout -> fused
+    attn = again.video_backbone.encoder.blocks[0].attn
+    ref = plain.video_backbone.encoder.blocks[0].attn
+    assert torch.equal(attn.qkv.weight, torch.cat([ref.q.weight, ref.k.weight, ref.v.weight]))
+    # save_pretrained / load_model with the default (fused) path round-trips bit for bit
+    fused.save_pretrained(tmp_path / "m")
+    loaded = vatt.load_model(tmp_path / "m")
+    inputs = tiny_inputs(fused.config)
+    with torch.no_grad():
+        a, b = fused(**inputs), loaded(**inputs)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_switching_paths_back_and_forth_keeps_every_value():
+    torch.manual_seed(0)
+    model = vatt.create_model("tiny", fused_qkv=False, cpu_linear="torch")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    use_fast_paths(model, fused_qkv=True, cpu_linear="onednn")
+    assert isinstance(model.video_backbone.encoder.blocks[0].attn.qkv, FastLinear)
+    use_fast_paths(model, fused_qkv=False, cpu_linear="torch")
+    after = model.state_dict()
+    assert list(after) == list(before) and all(torch.equal(after[k], before[k]) for k in before)
+    assert type(model.video_backbone.encoder.blocks[0].attn.q) is nn.Linear
+
+
+def test_a_missing_projection_is_named_in_the_saved_layout():
+    torch.manual_seed(0)
+    model = vatt.create_model("tiny")
+    state = model.state_dict()
+    del state["video_backbone.encoder.blocks.1.attn.v.bias"]
+    with pytest.raises(RuntimeError) as err:
+        model.load_state_dict(state)
+    msg = str(err.value)
+    assert "video_backbone.encoder.blocks.1.attn.v.bias" in msg and "qkv" not in msg
+    assert "Unexpected" not in msg
+
+
+@pytest.mark.slow
+def test_speed_benchmark_records_the_backend_of_every_figure():
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_speed.py"), "--quick", "--skip",
+                           "inference", "tiny"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    res = json.loads(proc.stdout)
+    for dtype in ("fp32", "bf16"):
+        for row in res["gemm"][dtype].values():
+            assert {"torch", "onednn"} <= row.keys() and row["best_backend"] in row
+    assert res["gemm"]["numpy_blas"]  # the BLAS numpy used, as threadpoolctl reports it
+    tower = res["train_step"]["mbs_video_tower"]
+    assert tower["best_gemm_backend"] in tower["gemm_alongside_gflop_s"]
+    assert res["variants"]["baseline"] == {"fused_qkv": False, "cpu_linear": "torch"}
