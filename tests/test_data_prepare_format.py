@@ -150,5 +150,8 @@ print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0) // 6)
               for flag in ("0", "1")]
     if faults[1] < 0:
         pytest.skip("not glibc")
-    assert faults[0] > 2000  # default: the clip's float arrays are faulted in afresh (~19 MB = 4,700 pages each)
-    assert faults[1] < faults[0] / 10
+    # With it: under 500 page faults per clip (a clip's float arrays are ~19 MB = 4,700 pages each).
+    # Without it glibc usually maps those afresh (measured >9,000 faults per clip), but its dynamic
+    # mmap threshold can also reuse them after the first frees, so the default is not asserted on.
+    assert faults[1] < 500, faults
+    assert faults[1] <= max(faults[0], 50), faults
