@@ -16,6 +16,8 @@ number of batches consumed, and a resumed run restarts the stream with a new see
 from __future__ import annotations
 
 import logging
+import signal
+import threading
 from typing import Iterator
 
 import numpy as np
@@ -24,9 +26,51 @@ from torch.utils.data import Dataset, IterableDataset, Sampler
 from ..data.loader import make_loader
 from ..data.sample import load_with_retries
 from ..data.stats import SampleStats
-from ..errors import InputError
+from ..errors import DataError, InputError
 
 log = logging.getLogger(__name__)
+
+MAX_LOADER_RESTARTS = 3  # per run; a loader that keeps failing is a problem to report, not retry
+
+# True while the main process waits for a batch: a stop request may interrupt only then (see
+# vatt.train.loop), and a dead worker is reported only then (torch would raise anywhere).
+_WAITING = [False]
+
+
+def waiting_for_data() -> bool:
+    return _WAITING[0]
+
+
+class LoaderFailed(DataError):
+    """The data loader's workers died or stopped answering more often than we restart them."""
+
+
+def _defer_worker_failure_reports() -> None:
+    """torch's SIGCHLD handler raises "DataLoader worker ... exited unexpectedly" wherever the
+    main process happens to be (mid-backward, mid-checkpoint). Let it raise only while we wait
+    for data, where :meth:`TrainBatches.__next__` restarts the loader; between waits the failure
+    is found by the worker health check at the next wait."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    current = signal.getsignal(signal.SIGCHLD)
+    if not callable(current) or getattr(current, "_vatt_deferred", False):
+        return
+
+    def handler(signum, frame, _inner=current):
+        if _WAITING[0]:
+            _inner(signum, frame)
+
+    handler._vatt_deferred = True
+    signal.signal(signal.SIGCHLD, handler)
+
+
+def _dead_workers(it) -> list[str]:
+    """Workers of a multi-process DataLoader iterator that are gone or stopped (SIGSTOP)."""
+    out = []
+    for w in getattr(it, "_workers", ()):
+        if w.exitcode not in (None, 0):  # 0: a stream's worker that finished its share
+            out.append(f"pid {w.pid} exited with {w.exitcode}")
+    return out
 
 
 class SlotSampler(Sampler):
@@ -100,26 +144,58 @@ class TrainBatches:
     """
 
     def __init__(self, dataset, micro_batch: int, *, rank: int = 0, world_size: int = 1, seed: int = 0,
-                 num_workers: int = 2, start: int = 0):
+                 num_workers: int = 2, start: int = 0, timeout: float = 0, max_empty_batches: int | None = None):
         self.dataset, self.consumed = dataset, start
         self.streaming = isinstance(dataset, IterableDataset)
+        timeout = timeout if num_workers > 0 else 0
         if self.streaming:
             # A stream cannot seek: restart it with a seed that differs after each resume.
             self.loader = make_loader(dataset, micro_batch, num_workers=num_workers, seed=seed * 7919 + start,
-                                      persistent_workers=False)
+                                      persistent_workers=False, timeout=timeout)
         else:
             items = SeededItems(dataset, seed)
             sampler = SlotSampler(len(dataset), micro_batch, rank=rank, world_size=world_size, seed=seed, start=start)
             self.loader = make_loader(items, micro_batch, num_workers=num_workers, sampler=sampler, seed=seed,
-                                      persistent_workers=False, drop_last=True)
+                                      persistent_workers=False, drop_last=True, timeout=timeout)
+        self.loader.max_empty_batches = max_empty_batches
+        self.restarts = 0
         self._it = None
 
     def __next__(self) -> dict:
-        if self._it is None:
-            self._it = iter(self.loader)
-        batch = next(self._it)
-        self.consumed += 1
-        return batch
+        while True:
+            if self._it is None:
+                self._it = iter(self.loader)
+                _defer_worker_failure_reports()
+            dead = _dead_workers(self._it)
+            _WAITING[0] = True
+            try:
+                if dead:
+                    raise RuntimeError(f"DataLoader worker(s) died: {', '.join(dead)}")
+                batch = next(self._it)
+            except RuntimeError as e:
+                if "DataLoader" not in str(e):
+                    raise
+                self._restart(str(e).splitlines()[0])
+                continue
+            finally:
+                _WAITING[0] = False
+            self.consumed += 1
+            return batch
+
+    def _restart(self, why: str) -> None:
+        """Replace a failed loader's workers and go on from the same position (map-style data
+        resumes exactly; a stream restarts with a new seed, as after a resume)."""
+        for w in getattr(self._it, "_workers", ()):  # a stopped (SIGSTOP) worker ignores shutdown
+            if w.exitcode is None:
+                w.kill()
+        self._it = None
+        self.restarts += 1
+        if self.restarts > MAX_LOADER_RESTARTS:
+            raise LoaderFailed(f"the data loader failed {self.restarts} times (last: {why}); stopped")
+        if isinstance(self.loader.sampler, SlotSampler):
+            self.loader.sampler.start = self.consumed
+        log.warning("data loader failed (%s); restarted its workers at batch %d (restart %d of at most %d)",
+                    why, self.consumed, self.restarts, MAX_LOADER_RESTARTS)
 
     def __iter__(self):
         return self
