@@ -40,6 +40,9 @@ class WordTokenizer:
 
     def __init__(self, words: Sequence[str]):
         words = list(words)
+        if not all(isinstance(w, str) for w in words):
+            i = next(i for i, w in enumerate(words) if not isinstance(w, str))
+            raise InputError(f"a vocabulary holds words (strings); got {words[i]!r} at position {i}")
         if words[:2] != [PAD, UNK]:
             raise InputError(f"a vocabulary must start with '{PAD}', '{UNK}'; got {words[:2]}")
         if len(words) > MAX_VOCAB:
@@ -105,4 +108,7 @@ class WordTokenizer:
             raise CheckpointError(f"{path} is not a vatt vocabulary (JSON with 'words'): {e}") from None
         if not isinstance(data, dict) or data.get("format") != "vatt-vocab" or not isinstance(data.get("words"), list):
             raise CheckpointError(f"{path} is not a vatt vocabulary (expected format 'vatt-vocab')")
-        return cls(data["words"])
+        try:
+            return cls(data["words"])
+        except InputError as e:
+            raise CheckpointError(f"{path}: {e}") from None
