@@ -55,11 +55,31 @@ class VattLoader(DataLoader):
     """
 
     max_empty_batches: int | None = None
+    _current = None
+
+    def worker_processes(self) -> list:
+        """The worker processes of the newest iterator (for health checks); [] in-process."""
+        return list(getattr(self._current, "_workers", ()))
+
+    def shutdown(self) -> None:
+        """Stop the newest iterator's workers now. Workers ignore SIGTERM (see ``_worker_init``), so
+        one that does not exit by itself (stopped, or stuck in a decoder) is killed."""
+        it, self._current = self._current, None
+        if it is None:
+            return
+        workers = list(getattr(it, "_workers", ()))
+        if hasattr(it, "_shutdown_workers"):
+            it._shutdown_workers()
+        for w in workers:
+            if w.is_alive():
+                w.kill()
+                w.join(timeout=5)
 
     def __iter__(self):
         stats = self.dataset._stats
         empty = 0
-        for batch in super().__iter__():
+        self._current = super().__iter__()
+        for batch in self._current:
             events = batch.pop("_events")
             stats.record(events, good=batch.pop("_good"))
             if "key" in batch:

@@ -64,10 +64,10 @@ def _defer_worker_failure_reports() -> None:
     signal.signal(signal.SIGCHLD, handler)
 
 
-def _dead_workers(it) -> list[str]:
-    """Workers of a multi-process DataLoader iterator that are gone or stopped (SIGSTOP)."""
+def _dead_workers(loader) -> list[str]:
+    """Workers of the loader's current iterator that died (a stopped one is found by the timeout)."""
     out = []
-    for w in getattr(it, "_workers", ()):
+    for w in loader.worker_processes():
         if w.exitcode not in (None, 0):  # 0: a stream's worker that finished its share
             out.append(f"pid {w.pid} exited with {w.exitcode}")
     return out
@@ -158,6 +158,7 @@ class TrainBatches:
             self.loader = make_loader(items, micro_batch, num_workers=num_workers, sampler=sampler, seed=seed,
                                       persistent_workers=False, drop_last=True, timeout=timeout)
         self.loader.max_empty_batches = max_empty_batches
+        self.timeout = timeout
         self.restarts = 0
         self._it = None
 
@@ -166,29 +167,48 @@ class TrainBatches:
             if self._it is None:
                 self._it = iter(self.loader)
                 _defer_worker_failure_reports()
-            dead = _dead_workers(self._it)
+            dead = _dead_workers(self.loader)
+            # torch's timeout covers the wait for a batch, not receiving it: a worker stopped while
+            # sending a batch in shared memory blocks the receive forever. Past the timeout the
+            # watchdog kills the workers, which ends that receive with an error handled below.
+            watchdog = None
+            if self.timeout > 0 and self.loader.worker_processes():
+                watchdog = threading.Timer(self.timeout + 1, self._kill_workers)
+                watchdog.daemon = True
+                watchdog.start()
             _WAITING[0] = True
             try:
                 if dead:
                     raise RuntimeError(f"DataLoader worker(s) died: {', '.join(dead)}")
                 batch = next(self._it)
-            except RuntimeError as e:
-                if "DataLoader" not in str(e):
+            except (RuntimeError, ConnectionError, EOFError) as e:
+                # torch: "DataLoader worker ... killed", "DataLoader timed out"; a batch in shared
+                # memory whose sender died: ConnectionResetError / EOFError while receiving it.
+                if isinstance(e, RuntimeError) and "DataLoader" not in str(e):
                     raise
-                self._restart(str(e).splitlines()[0])
-                continue
+                failure = (str(e).splitlines()[0].strip() if isinstance(e, RuntimeError)
+                           else f"a worker died while sending a batch ({type(e).__name__})")
+            else:
+                failure = None
             finally:
                 _WAITING[0] = False
-            self.consumed += 1
-            return batch
+                if watchdog is not None:
+                    watchdog.cancel()
+            if failure is None:
+                self.consumed += 1
+                return batch
+            self._restart(failure)
+
+    def _kill_workers(self) -> None:
+        for w in self.loader.worker_processes():
+            if w.exitcode is None:
+                w.kill()
 
     def _restart(self, why: str) -> None:
         """Replace a failed loader's workers and go on from the same position (map-style data
         resumes exactly; a stream restarts with a new seed, as after a resume)."""
-        for w in getattr(self._it, "_workers", ()):  # a stopped (SIGSTOP) worker ignores shutdown
-            if w.exitcode is None:
-                w.kill()
-        self._it = None
+        self._kill_workers()  # a stopped (SIGSTOP) worker would hold up the shutdown
+        self.close()
         self.restarts += 1
         if self.restarts > MAX_LOADER_RESTARTS:
             raise LoaderFailed(f"the data loader failed {self.restarts} times (last: {why}); stopped")
@@ -207,4 +227,6 @@ class TrainBatches:
         return self.loader.dataset._stats.as_dict()
 
     def close(self) -> None:
-        self._it = None  # lets the worker processes exit
+        """Stop the loader's worker processes (the position is kept: the next batch restarts them)."""
+        self.loader.shutdown()
+        self._it = None

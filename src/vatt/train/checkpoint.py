@@ -192,7 +192,10 @@ def save_checkpoint(run_dir: str | os.PathLike, step: int, *, model, optimizer, 
     except (OSError, SafetensorError) as e:
         shutil.rmtree(tmp, ignore_errors=True)
         kept = latest_checkpoint(run_dir)
-        reason = f"{e.strerror}: {e.filename}" if isinstance(e, OSError) and e.strerror else str(e)
+        if isinstance(e, OSError) and e.strerror:
+            reason = e.strerror + (f": {e.filename}" if e.filename else "")
+        else:
+            reason = str(e)
         raise CheckpointError(
             f"could not write checkpoint {checkpoint_name(step)} in {root} ({' '.join(reason.split())[:300]}); "
             f"previous checkpoints are intact (newest: {kept.name if kept else 'none'})"
