@@ -216,12 +216,12 @@ def run_demo(out: str | os.PathLike, *, minutes: float = 10.0, preset: str = "ti
 
     t_start = time.perf_counter()
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     defaults = DEMO_DEFAULTS.get(preset, DEMO_DEFAULTS["tiny"])
     clips = clips or defaults["clips"]
     windows_per_clip = windows_per_clip or defaults["windows_per_clip"]
-    cfg = load_train_config(preset, [f"device={device}", *overrides])
+    cfg = load_train_config(preset, [f"device={device}", *overrides])  # bad settings: refused before any work
     dev = resolve_device(cfg.device)
+    out.mkdir(parents=True, exist_ok=True)
 
     # 1. corpus
     corpus = Path(corpus) if corpus is not None else out / "corpus"
