@@ -503,7 +503,10 @@ class Trainer:
                         break
                     except DataError as e:  # no usable data, or a loader that keeps failing
                         self._abandon_step()
-                        ckpt = self.save(self.elapsed_before + time.perf_counter() - t_start)
+                        # Under torchrun the other ranks are not here to write their part: the
+                        # newest periodic checkpoint stands (torchrun stops them when this one exits).
+                        ckpt = (self.save(self.elapsed_before + time.perf_counter() - t_start) if self.world == 1
+                                else C.latest_checkpoint(self.run_dir))
                         raise DataError(f"{e} (at step {self.step}; checkpoint {ckpt or self.run_dir}; fix the "
                                         "data and rerun with --resume auto)") from None
                     elapsed = self.elapsed_before + time.perf_counter() - t_start
