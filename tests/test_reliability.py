@@ -39,12 +39,12 @@ def losses(run_dir):
 
 
 def one_error_line(capsys, command: str) -> str:
+    """The one error line on stderr (progress bars aside), checked to start with `vatt COMMAND`."""
     err = capsys.readouterr().err
-    lines = [ln.split("\r")[-1] for ln in err.split("\n")]  # progress bars redraw with \r
-    lines = [ln for ln in lines if ln.strip()]
     assert "Traceback" not in err, err
-    assert len(lines) == 1 and lines[0].startswith(f"vatt {command}"), err
-    return lines[0]
+    errors = [ln[ln.index(f"vatt {command}"):] for ln in err.split("\n") if f"vatt {command}" in ln]
+    assert len(errors) == 1 and "error" in errors[0], err
+    return errors[0]
 
 
 @pytest.fixture(scope="module")
