@@ -399,7 +399,7 @@ def _embeddings(path, tensors, meta):
 @pytest.mark.parametrize("case,tensors,meta,match", [
     ("fewer items than rows", {"video_vt": torch.ones(3, 4), "video_va": torch.ones(3, 4)},
      {"modality": "video", "items": ["a", "b"]}, r"should be \[2, D\]"),
-    ("a missing tensor", {"video_vt": torch.ones(2, 4)}, {"modality": "video", "items": ["a", "b"]}, "needs tensors"),
+    ("a missing tensor", {"video_va": torch.ones(2, 4)}, {"modality": "video", "items": ["a", "b"]}, "needs tensors"),
     ("items a string", {"text_vt": torch.ones(2, 4)}, {"modality": "text", "items": "ab"}, "list of strings"),
     ("a NaN row", {"text_vt": torch.tensor([[1.0, 0], [float("nan"), 0]])}, {"modality": "text", "items": ["a", "b"]},
      r"1 rows of text_vt are not finite \(rows \[1\]\)"),

@@ -296,7 +296,7 @@ def _check_embeddings(path, tensors: dict, meta: dict) -> None:
     if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
         raise CheckpointError(f"{path}: header 'items' should be a list of strings (one per row), "
                               f"got {type(items).__name__}")
-    missing = [k for k in OUTPUTS[modality] if k in COMMON_SPACES and k not in tensors]
+    missing = [k for k in OUTPUTS[modality][:1] if k not in tensors]  # its first common-space embedding
     if missing:
         raise CheckpointError(f"{path}: a {modality} embeddings file needs tensors {missing}; it has {sorted(tensors)}")
     for name, x in tensors.items():
