@@ -296,12 +296,12 @@ def _run_demo(out, minutes, preset, device, clips, windows_per_clip, overrides, 
     from .train.loop import Trainer, resolve_device
 
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     defaults = DEMO_DEFAULTS.get(preset, DEMO_DEFAULTS["tiny"])
     clips = clips or default_clips(minutes, preset)
     windows_per_clip = windows_per_clip or default_windows(clips)
-    cfg = load_train_config(preset, [f"device={device}", *overrides])
+    cfg = load_train_config(preset, [f"device={device}", *overrides])  # bad settings: refused before any work
     dev = resolve_device(cfg.device)
+    out.mkdir(parents=True, exist_ok=True)
 
     # 1. corpus
     corpus = Path(corpus) if corpus is not None else out / "corpus"

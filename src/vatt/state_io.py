@@ -46,9 +46,14 @@ def flatten_state(obj: Any, tensors: dict[str, torch.Tensor] | None = None, pref
 def unflatten_state(skeleton: Any, tensors: dict[str, torch.Tensor]) -> Any:
     if isinstance(skeleton, dict):
         if set(skeleton) == {"__tensor__"}:
+            if skeleton["__tensor__"] not in tensors:
+                raise CheckpointError(f"names a tensor {skeleton['__tensor__']!r} that is not in its safetensors file")
             return tensors[skeleton["__tensor__"]]
         if set(skeleton) == {"__items__"}:
-            return {k: unflatten_state(v, tensors) for k, v in skeleton["__items__"]}
+            items = skeleton["__items__"]
+            if not isinstance(items, list) or not all(isinstance(kv, list) and len(kv) == 2 for kv in items):
+                raise CheckpointError("has a malformed '__items__' entry")
+            return {k: unflatten_state(v, tensors) for k, v in items}
         return {k: unflatten_state(v, tensors) for k, v in skeleton.items()}
     if isinstance(skeleton, list):
         return [unflatten_state(v, tensors) for v in skeleton]
@@ -66,6 +71,6 @@ def load_state(directory: Path, name: str) -> Any:
     try:
         skeleton = json.loads((Path(directory) / f"{name}.json").read_text(encoding="utf-8"))
         tensors = load_file(str(Path(directory) / f"{name}.safetensors"))
-    except (OSError, ValueError, SafetensorError) as e:
+        return unflatten_state(skeleton, tensors)
+    except (OSError, ValueError, SafetensorError, CheckpointError, TypeError) as e:
         raise CheckpointError(f"{directory} has an unreadable {name} state: {e}") from None
-    return unflatten_state(skeleton, tensors)

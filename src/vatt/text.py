@@ -48,6 +48,9 @@ class WordTokenizer:
 
     def __init__(self, words: Sequence[str]):
         words = list(words)
+        if not all(isinstance(w, str) for w in words):
+            i = next(i for i, w in enumerate(words) if not isinstance(w, str))
+            raise InputError(f"a vocabulary holds words (strings); got {words[i]!r} at position {i}")
         if words[:2] != [PAD, UNK]:
             raise InputError(f"a vocabulary must start with '{PAD}', '{UNK}'; got {words[:2]}")
         if len(words) > MAX_VOCAB:
@@ -149,6 +152,9 @@ class OfficialWordTokenizer(WordTokenizer):
 
     def __init__(self, words: Sequence[str]):
         words = list(words)
+        if not all(isinstance(w, str) for w in words):
+            i = next(i for i, w in enumerate(words) if not isinstance(w, str))
+            raise InputError(f"a vocabulary holds words (strings); got {words[i]!r} at position {i}")
         missing = [w for w in self.SPECIALS if w not in words]
         if missing:
             raise InputError(f"an official vocabulary must contain {' '.join(self.SPECIALS)}; missing {' '.join(missing)}")

@@ -8,6 +8,7 @@ import argparse
 import json
 import sys
 
+from .args import nonnegative_float, nonnegative_int, positive_float, positive_int
 from .progress import Bars
 
 
@@ -161,9 +162,9 @@ def _usage(msg: str):
 # -- registration --------------------------------------------------------------------------------
 def _common(p, *, data_workers: bool = True) -> None:
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
-    p.add_argument("--batch-size", type=int, default=8, help="items per forward (default: 8)")
+    p.add_argument("--batch-size", type=positive_int, default=8, help="items per forward (default: 8)")
     if data_workers:
-        p.add_argument("--workers", type=int, default=0, help="decoding processes (default: 0)")
+        p.add_argument("--workers", type=nonnegative_int, default=0, help="decoding processes (default: 0)")
 
 
 def register(sub) -> None:
@@ -174,7 +175,7 @@ def register(sub) -> None:
     p = ev_sub.add_parser("retrieval", help="zero-shot text<->video (and audio<->video) retrieval")
     p.add_argument("--model", required=True, help="model directory (save_pretrained) or run directory")
     p.add_argument("--data", required=True, help="evaluation source: videos with captions (see docs/DATA.md)")
-    p.add_argument("--windows", type=int, default=4, help="windows per video (default: 4)")
+    p.add_argument("--windows", type=positive_int, default=4, help="windows per video (default: 4)")
     p.add_argument("--average", choices=("both", "embeddings", "similarities"), default="both",
                    help="how windows are combined (default: both)")
     p.add_argument("--caption", default="centre", help="query caption: centre (default), mean, or an index 0-4")
@@ -190,8 +191,8 @@ def register(sub) -> None:
                    help="a train/test pair; repeat for several splits (mean accuracy is reported)")
     p.add_argument("--modality", choices=("video", "audio"), default="video")
     p.add_argument("--classifier", choices=("logistic", "official", "both"), default="both")
-    p.add_argument("--windows", type=int, default=4, help="test windows averaged (default: 4)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--windows", type=positive_int, default=4, help="test windows averaged (default: 4)")
+    p.add_argument("--seed", type=nonnegative_int, default=0)
     p.add_argument("--json", action="store_true")
     _common(p)
     p.set_defaults(func=_linear)
@@ -208,34 +209,34 @@ def register(sub) -> None:
     p.add_argument("--train", required=True, help="labelled training source (image: folder of class folders)")
     p.add_argument("--val", required=True, help="labelled test source")
     p.add_argument("--out", required=True, help="output directory (checkpoints; rerun to resume)")
-    p.add_argument("--steps", type=int, help="optimisation steps (default: 1000)")
-    p.add_argument("--lr", type=float, help="peak SGD learning rate (official 0.005)")
-    p.add_argument("--warmup", type=int, help="warmup steps (default 2500, capped at steps/10)")
-    p.add_argument("--windows", type=int, help="test windows (default: 4)")
+    p.add_argument("--steps", type=positive_int, help="optimisation steps (default: 1000)")
+    p.add_argument("--lr", type=positive_float, help="peak SGD learning rate (official 0.005)")
+    p.add_argument("--warmup", type=nonnegative_int, help="warmup steps (default 2500, capped at steps/10)")
+    p.add_argument("--windows", type=positive_int, help="test windows (default: 4)")
     p.add_argument("--crops", type=int, choices=(1, 3), help="test crops per window (default: 3)")
-    p.add_argument("--crop-size", type=int, default=None,
+    p.add_argument("--crop-size", type=positive_int, default=None,
                    help="training/test crop side (default: the model's; larger crops resample positions)")
-    p.add_argument("--mixup", type=float, help="audio mixup Beta(a, a); 0 = off (default: 5)")
-    p.add_argument("--checkpoint-every", type=int)
-    p.add_argument("--seed", type=int)
+    p.add_argument("--mixup", type=nonnegative_float, help="audio mixup Beta(a, a); 0 = off (default: 5)")
+    p.add_argument("--checkpoint-every", type=positive_int)
+    p.add_argument("--seed", type=nonnegative_int)
     p.add_argument("--json", action="store_true")
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
-    p.add_argument("--batch-size", type=int, help="clips per step (default: 8)")
-    p.add_argument("--workers", type=int, help="decoding processes (default: 0)")
+    p.add_argument("--batch-size", type=positive_int, help="clips per step (default: 8)")
+    p.add_argument("--workers", type=nonnegative_int, help="decoding processes (default: 0)")
     p.set_defaults(func=_finetune)
 
     p = sub.add_parser("embed", help="embed a folder of videos, of audio files, or a text file (one sentence a line)")
     p.add_argument("src")
     p.add_argument("--model", required=True)
     p.add_argument("--out", required=True, help="output .safetensors file")
-    p.add_argument("--windows", type=int, default=4, help="windows averaged per clip (default: 4)")
+    p.add_argument("--windows", type=positive_int, default=4, help="windows averaged per clip (default: 4)")
     _common(p)
     p.set_defaults(func=_embed)
 
     p = sub.add_parser("search", help="search an embeddings file with a sentence")
     p.add_argument("file", help="a file written by `vatt embed`")
     p.add_argument("query", help='a sentence, e.g. "a red ball bounces"')
-    p.add_argument("-k", type=int, default=10, help="results to show (default: 10)")
+    p.add_argument("-k", type=positive_int, default=10, help="results to show (default: 10)")
     p.add_argument("--model", help="model directory (default: the one recorded in FILE)")
     p.add_argument("--faiss", action=argparse.BooleanOptionalAction, default=None,
                    help="use FAISS (default: when installed and the collection is large)")
@@ -247,9 +248,9 @@ def register(sub) -> None:
                    help="model directory; give twice (modality-specific, modality-agnostic) for the paper's figure")
     p.add_argument("--data", required=True, help="videos with captions")
     p.add_argument("--out", required=True, help="output PNG")
-    p.add_argument("--max-items", type=int, default=200)
-    p.add_argument("--perplexity", type=float, default=30.0)
+    p.add_argument("--max-items", type=positive_int, default=200)
+    p.add_argument("--perplexity", type=positive_float, default=30.0)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--workers", type=int, default=0)
+    p.add_argument("--workers", type=nonnegative_int, default=0)
     p.set_defaults(func=_visualize)
 

@@ -8,6 +8,7 @@ import shlex
 import signal
 import sys
 
+from .args import positive_float, positive_int
 from .progress import Bars, TrainingBar
 
 log = logging.getLogger(__name__)
@@ -46,12 +47,12 @@ def register(sub) -> None:
         ),
     )
     d.add_argument("--out", default="vatt-demo", metavar="DIR", help="output directory (default: vatt-demo)")
-    d.add_argument("--minutes", type=float, default=10.0, help="pretraining time budget (default: 10)")
+    d.add_argument("--minutes", type=positive_float, default=10.0, help="pretraining time budget (default: 10)")
     d.add_argument("--preset", default="tiny", help="training preset (default: tiny)")
     d.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
-    d.add_argument("--clips", type=int, default=None,
+    d.add_argument("--clips", type=positive_int, default=None,
                    help="pretraining clips to generate (default: 100 per minute of budget, at least 200)")
-    d.add_argument("--steps", type=int, default=None,
+    d.add_argument("--steps", type=positive_int, default=None,
                    help="a fixed number of pretraining steps, no time limit (--minutes still sizes the corpus)")
     d.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                    help="training config overrides, as for pretrain")

@@ -8,6 +8,8 @@ workers.
 
 from __future__ import annotations
 
+import signal
+
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
@@ -81,6 +83,11 @@ def _one_line_errors(batches):
 
 def _worker_init(_):
     torch.set_num_threads(1)
+    # SIGTERM / Ctrl-C reach the whole process group (Slurm, Kubernetes, `kill -- -PGID`): the
+    # main process checkpoints and stops its workers itself; a worker dying first would turn a
+    # clean stop into "DataLoader worker killed by signal" without a checkpoint.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     keep_freed_memory()
 
 
@@ -91,20 +98,53 @@ class VattLoader(DataLoader):
     For streams (:mod:`vatt.data.streams`) it also records, per loader worker, the stream
     position of the last batch handed out (``positions``, ``last_worker``), all-bad batches
     included, so a trainer can save exactly what it consumed.
+
+    ``max_empty_batches``: after this many all-bad batches in a row raise :class:`DataError`
+    (e.g. every training file disappeared) instead of skipping forever; None = never.
     """
 
     positions: dict
     last_worker: int | None = None
+    max_empty_batches: int | None = None
+    _current = None
+
+    def worker_processes(self) -> list:
+        """The worker processes of the newest iterator (for health checks); [] in-process."""
+        return list(getattr(self._current, "_workers", ()))
+
+    def shutdown(self) -> None:
+        """Stop the newest iterator's workers now. Workers ignore SIGTERM (see ``_worker_init``), so
+        one that does not exit by itself (stopped, or stuck in a decoder) is killed."""
+        it, self._current = self._current, None
+        if it is None:
+            return
+        workers = list(getattr(it, "_workers", ()))
+        if hasattr(it, "_shutdown_workers"):
+            it._shutdown_workers()
+        for w in workers:
+            if w.is_alive():
+                w.kill()
+                w.join(timeout=5)
 
     def __iter__(self):
         stats = self.dataset._stats
         self.positions = {}
-        for batch in _one_line_errors(super().__iter__()):
-            stats.record(batch.pop("_events"), good=batch.pop("_good"))
+        empty = 0
+        self._current = super().__iter__()
+        for batch in _one_line_errors(self._current):
+            events = batch.pop("_events")
+            stats.record(events, good=batch.pop("_good"))
             if "_pos" in batch:
                 self.last_worker, self.positions[self.last_worker] = batch.pop("_pos")
             if "key" in batch:
+                empty = 0
                 yield batch
+                continue
+            empty += 1
+            if self.max_empty_batches is not None and empty >= self.max_empty_batches:
+                reasons = sorted({f"{reason} {path}" for path, reason, *_ in events})[:3]
+                raise DataError(f"{empty} batches in a row had no usable sample (latest problems: "
+                                f"{', '.join(reasons)[:300] or 'unknown'}); did the data files disappear or break?")
 
     def stats(self) -> dict:
         return self.dataset.stats()
@@ -112,7 +152,8 @@ class VattLoader(DataLoader):
 
 def make_loader(dataset, batch_size: int, *, num_workers: int = 2, shuffle: bool | None = None,
                 drop_last: bool = True, seed: int = 0, pin_memory: bool | None = None,
-                prefetch_factor: int = 2, persistent_workers: bool = True, sampler=None) -> VattLoader:
+                prefetch_factor: int = 2, persistent_workers: bool = True, sampler=None,
+                timeout: float = 0) -> VattLoader:
     """A loader of Batch-contract dicts.
 
     Args:
@@ -125,6 +166,7 @@ def make_loader(dataset, batch_size: int, *, num_workers: int = 2, shuffle: bool
         seed: seeds the shuffling and the workers' augmentation.
         pin_memory: default: when CUDA is available.
         sampler: e.g. a ``DistributedSampler`` for map-style datasets under torchrun.
+        timeout: seconds to wait for one batch from the workers before raising (0 = forever).
     """
     iterable = isinstance(dataset, IterableDataset)
     if shuffle is None:
@@ -135,7 +177,8 @@ def make_loader(dataset, batch_size: int, *, num_workers: int = 2, shuffle: bool
     g.manual_seed(seed)
     kw = {}
     if num_workers > 0:
-        kw = dict(prefetch_factor=prefetch_factor, persistent_workers=persistent_workers, worker_init_fn=_worker_init)
+        kw = dict(prefetch_factor=prefetch_factor, persistent_workers=persistent_workers, worker_init_fn=_worker_init,
+                  timeout=timeout)
     return VattLoader(dataset, batch_size=batch_size, shuffle=shuffle, sampler=sampler, num_workers=num_workers,
                       collate_fn=collate, drop_last=drop_last, generator=g,
                       pin_memory=torch.cuda.is_available() if pin_memory is None else pin_memory, **kw)

@@ -103,6 +103,7 @@ def extract_features(model, dataset: Dataset, *, outputs: Sequence[str] = ("vide
         ``"text_ids"`` ``[N, 5, W]`` when text is run,
         ``"label"`` (when items carry one) and ``"key"`` (list of N sample ids), all on CPU.
     """
+    check_loader_args(batch_size, num_workers)
     wanted = {m: [o for o in outputs if o.startswith(m + "_")] for m in MODALITIES}
     unknown = [o for o in outputs if not any(o.startswith(m + "_") for m in MODALITIES)]
     if unknown:
@@ -136,14 +137,24 @@ def extract_features(model, dataset: Dataset, *, outputs: Sequence[str] = ("vide
             chunks.setdefault("key", []).extend(batch.get("key", [None] * (n or 0)))
     finally:
         model.train(was_training)
+    stats = dataset.stats() if hasattr(dataset, "stats") else {}
+    if not chunks.get("key"):
+        reasons = f" ({stats.get('bad', 0)} bad: {stats.get('reasons')})" if stats.get("bad") else ""
+        raise InputError(f"the evaluation set has no usable item{reasons}; see `vatt data check` on the source")
     feats = {k: (v if k == "key" else torch.cat(v)) for k, v in chunks.items()}
-    if hasattr(dataset, "stats"):
-        stats = dataset.stats()
+    if stats:
         if stats.get("bad"):
             log.warning("%d of the evaluation items could not be read and were left out: %s",
                         stats["bad"], stats.get("reasons"))
     log.debug("extracted %s from %d items", sorted(feats), len(feats.get("key", [])))
     return feats
+
+
+def check_loader_args(batch_size, num_workers) -> None:
+    """InputError unless ``batch_size`` >= 1 and ``num_workers`` >= 0 are integers."""
+    for name, value, low in (("batch_size", batch_size, 1), ("num_workers", num_workers, 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise InputError(f"{name} should be an integer >= {low}, got {value!r}")
 
 
 def l2_normalize(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
@@ -268,4 +279,27 @@ def load_embeddings(path) -> tuple[dict[str, torch.Tensor], dict]:
         meta = None
     if not isinstance(meta, dict) or meta.get("format") != EMBEDDINGS_FORMAT:
         raise CheckpointError(f"{path} has no vatt embeddings header (write it with `vatt embed`)")
+    _check_embeddings(path, tensors, meta)
     return tensors, meta
+
+
+def _check_embeddings(path, tensors: dict, meta: dict) -> None:
+    """Refuse a damaged or hand-edited file: a modality we know, ``items`` a list of strings, one
+    ``[N, D]`` finite row per item in every tensor, and the modality's common-space tensors present."""
+    modality, items = meta.get("modality"), meta.get("items")
+    if modality not in OUTPUTS:
+        raise CheckpointError(f"{path}: header modality should be one of {', '.join(OUTPUTS)}, got {modality!r}")
+    if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+        raise CheckpointError(f"{path}: header 'items' should be a list of strings (one per row), "
+                              f"got {type(items).__name__}")
+    missing = [k for k in OUTPUTS[modality][:1] if k not in tensors]  # its first common-space embedding
+    if missing:
+        raise CheckpointError(f"{path}: a {modality} embeddings file needs tensors {missing}; it has {sorted(tensors)}")
+    for name, x in tensors.items():
+        if x.dim() != 2 or x.shape[0] != len(items):
+            raise CheckpointError(f"{path}: tensor {name} should be [{len(items)}, D] (one row per item in the "
+                                  f"header), got {list(x.shape)}")
+        bad = (~torch.isfinite(x.float()).all(dim=1)).nonzero().flatten().tolist()
+        if bad:
+            raise CheckpointError(f"{path}: {len(bad)} rows of {name} are not finite (rows {bad[:5]}); re-embed the "
+                                  "source")

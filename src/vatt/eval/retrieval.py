@@ -90,19 +90,27 @@ def retrieval_from_features(feats: dict, *, average: str = "embeddings", caption
     if n < 2:
         raise InputError(f"retrieval needs at least 2 videos, got {n}")
     result: dict = {"average": average, "num_videos": n}
-    text_mask = feats.get("text_mask", torch.ones(n)) > 0
+    # A pair needs both sides: an audio-only item's zero video is not a video to retrieve.
+    video_mask = feats.get("video_mask", torch.ones(n)) > 0
+    text_mask = (feats.get("text_mask", torch.ones(n)) > 0) & video_mask
     if "text_vt" in feats and text_mask.sum() >= 2:
         text = text_queries(feats, caption)[text_mask]
         sim = window_similarity(text, feats["video_vt"][text_mask], average)  # [N, N]
         result["text_to_video"] = retrieval_metrics(sim, ties=ties)
         result["video_to_text"] = retrieval_metrics(sim.t(), ties=ties)
         result["num_text_queries"] = int(text_mask.sum())
-    audio_mask = feats.get("audio_mask", torch.zeros(n)) > 0
+    audio_mask = (feats.get("audio_mask", torch.zeros(n)) > 0) & video_mask
     if "audio_va" in feats and "video_va" in feats and audio_mask.sum() >= 2:
         sim = window_similarity(feats["audio_va"][audio_mask], feats["video_va"][audio_mask], average)
         result["audio_to_video"] = retrieval_metrics(sim, ties=ties)
         result["video_to_audio"] = retrieval_metrics(sim.t(), ties=ties)
         result["num_audio_queries"] = int(audio_mask.sum())
+    if "text_to_video" not in result and "audio_to_video" not in result:
+        raise InputError(
+            f"nothing to retrieve: of {n} items, {int(video_mask.sum())} have a video, {int(text_mask.sum())} a video "
+            f"with captions and {int(audio_mask.sum())} a video with audio (retrieval needs at least 2 pairs); "
+            "is this an audio-only set?"
+        )
     return result
 
 

@@ -277,6 +277,7 @@ class VATT(nn.Module):
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
         """Write ``config.json``, ``model.safetensors`` and (with a tokenizer) ``vocab.json``,
         each atomically. Returns the directory."""
+        from safetensors import SafetensorError
         from safetensors.torch import save_file
 
         directory = Path(directory)
@@ -287,6 +288,8 @@ class VATT(nn.Module):
         try:
             save_file(state, tmp, metadata={"format": CHECKPOINT_FORMAT})
             os.replace(tmp, directory / WEIGHTS_FILE)
+        except SafetensorError as e:  # e.g. disk full: safetensors reports it as its own error
+            raise CheckpointError(f"could not write {directory / WEIGHTS_FILE}: {' '.join(str(e).split())[:300]}") from None
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
@@ -387,16 +390,18 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> V
         cfg = ModelConfig.from_dict(meta["config"])
     except ConfigError as e:
         raise CheckpointError(f"{config_path}: {e}") from None
+    device = _check_device(device)
     tokenizer = WordTokenizer.load(directory / VOCAB_FILE) if (directory / VOCAB_FILE).is_file() else None
-    try:
-        state = load_file(str(weights_path), device=str(device))
-    except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"{weights_path} is not a readable safetensors file: {e}") from None
     try:
         with torch.device("meta"):  # no initialisation work: every tensor comes from the file
             model = VATT(cfg, tokenizer)
     except ConfigError as e:
         raise CheckpointError(f"{directory}: {e}") from None
+    _check_weights_header(weights_path, model)  # before reading any tensor data
+    try:
+        state = load_file(str(weights_path), device=str(device))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{weights_path} is not a readable safetensors file: {e}") from None
     try:
         model.load_state_dict(state, strict=True, assign=True)
     except RuntimeError as e:
@@ -405,3 +410,45 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> V
     log.info("loaded %s model from %s", cfg.name, directory)
     return model.to(device).eval()
 
+
+
+def _check_device(device) -> torch.device:
+    """A torch device that exists here, or InputError (``--device cuda`` on a machine without CUDA)."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError) as e:
+        raise InputError(f"device should be like 'cpu', 'cuda' or 'cuda:1', got {device!r} ({e})") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InputError(f"device {device!r} requested but CUDA is not available here; use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise InputError(f"device {device!r}: this machine has {torch.cuda.device_count()} GPU(s)")
+    elif dev.type not in ("cpu", "meta") and not getattr(torch, dev.type, None):
+        raise InputError(f"device {device!r} is not available here; use 'cpu' or 'cuda'")
+    return dev
+
+
+def _check_weights_header(weights_path: Path, model: nn.Module) -> None:
+    """Compare the safetensors header (names, shapes) with the model the config describes, so a
+    tampered config or a mismatched file is one line before any tensor is read."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(weights_path), framework="pt") as f:
+            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{weights_path} is not a readable safetensors file: {e}") from None
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    missing = sorted(set(expected) - set(shapes))
+    extra = sorted(set(shapes) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(shapes) if expected[k] != shapes[k])
+    if missing or extra or wrong:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} tensors missing (e.g. {missing[0]})")
+        if extra:
+            parts.append(f"{len(extra)} unexpected (e.g. {extra[0]})")
+        if wrong:
+            parts.append(f"{len(wrong)} of another shape (e.g. {wrong[0]}: file {list(shapes[wrong[0]])}, config "
+                         f"{list(expected[wrong[0]])})")
+        raise CheckpointError(f"{weights_path} does not match its config.json: {'; '.join(parts)}")

@@ -171,11 +171,18 @@ def visualize_source(model_dirs: Sequence[str], source, out_path, *, max_items: 
     """The paper's t-SNE figure for saved models (one per ``model_dirs``: give a modality-specific
     and a modality-agnostic one) on up to ``max_items`` clips of ``source`` (first window, centre
     caption). Returns ``(path, number of clips)``."""
-    from ..eval.embed import eval_dataset, make_eval_loader
+    from ..eval.embed import check_loader_args, eval_dataset, make_eval_loader
     from ..eval.retrieval import centre_caption
     from ..model import load_model
     from ..progress import track
 
+    check_loader_args(8, num_workers)
+    if isinstance(max_items, bool) or not isinstance(max_items, int) or max_items < 2:
+        raise InputError(f"max_items should be an integer >= 2 (t-SNE needs points to place), got {max_items!r}")
+    if not isinstance(perplexity, (int, float)) or not 0 < perplexity < float("inf"):
+        raise InputError(f"perplexity should be a number > 0, got {perplexity!r}")
+    if Path(out_path).is_dir() or Path(out_path).parent.is_file():
+        raise InputError(f"--out {out_path}: expected a file path for the PNG (its folder is a file, or it is a folder)")
     models = {}
     for path in model_dirs:
         m = load_model(path, device=device)

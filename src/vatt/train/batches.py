@@ -19,6 +19,8 @@ restarts with a new seed and says so.
 from __future__ import annotations
 
 import logging
+import signal
+import threading
 from typing import Iterator
 
 import numpy as np
@@ -30,9 +32,51 @@ from .. import distributed as D
 from ..data.loader import make_loader
 from ..data.sample import load_with_retries
 from ..data.stats import SampleStats
-from ..errors import InputError
+from ..errors import DataError, InputError
 
 log = logging.getLogger(__name__)
+
+MAX_LOADER_RESTARTS = 3  # per run; a loader that keeps failing is a problem to report, not retry
+
+# True while the main process waits for a batch: a stop request may interrupt only then (see
+# vatt.train.loop), and a dead worker is reported only then (torch would raise anywhere).
+_WAITING = [False]
+
+
+def waiting_for_data() -> bool:
+    return _WAITING[0]
+
+
+class LoaderFailed(DataError):
+    """The data loader's workers died or stopped answering more often than we restart them."""
+
+
+def _defer_worker_failure_reports() -> None:
+    """torch's SIGCHLD handler raises "DataLoader worker ... exited unexpectedly" wherever the
+    main process happens to be (mid-backward, mid-checkpoint). Let it raise only while we wait
+    for data, where :meth:`TrainBatches.__next__` restarts the loader; between waits the failure
+    is found by the worker health check at the next wait."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    current = signal.getsignal(signal.SIGCHLD)
+    if not callable(current) or getattr(current, "_vatt_deferred", False):
+        return
+
+    def handler(signum, frame, _inner=current):
+        if _WAITING[0]:
+            _inner(signum, frame)
+
+    handler._vatt_deferred = True
+    signal.signal(signal.SIGCHLD, handler)
+
+
+def _dead_workers(loader) -> list[str]:
+    """Workers of the loader's current iterator that died (a stopped one is found by the timeout)."""
+    out = []
+    for w in loader.worker_processes():
+        if w.exitcode not in (None, 0):  # 0: a stream's worker that finished its share
+            out.append(f"pid {w.pid} exited with {w.exitcode}")
+    return out
 
 
 class SlotSampler(Sampler):
@@ -107,21 +151,26 @@ class TrainBatches:
     """
 
     def __init__(self, dataset, micro_batch: int, *, rank: int = 0, world_size: int = 1, seed: int = 0,
-                 num_workers: int = 2, start: int = 0, state: dict | None = None):
+                 num_workers: int = 2, start: int = 0, state: dict | None = None, timeout: float = 0,
+                 max_empty_batches: int | None = None):
         self.dataset, self.consumed = dataset, start
         self.streaming = isinstance(dataset, IterableDataset)
         self.rank, self.world_size, self.workers = rank, world_size, max(1, num_workers)
+        timeout = timeout if num_workers > 0 else 0
         if self.streaming:
             self._start = self._stream_start((state or {}).get("stream"), seed, start)
             if hasattr(dataset, "resume_from"):
                 dataset.resume_from(self._start)
             self.loader = make_loader(dataset, micro_batch, num_workers=num_workers, seed=seed,
-                                      persistent_workers=False)
+                                      persistent_workers=False, timeout=timeout)
         else:
             items = SeededItems(dataset, seed)
             sampler = SlotSampler(len(dataset), micro_batch, rank=rank, world_size=world_size, seed=seed, start=start)
             self.loader = make_loader(items, micro_batch, num_workers=num_workers, sampler=sampler, seed=seed,
-                                      persistent_workers=False, drop_last=True)
+                                      persistent_workers=False, drop_last=True, timeout=timeout)
+        self.loader.max_empty_batches = max_empty_batches
+        self.timeout = timeout
+        self.restarts = 0
         self._it = None
 
     def _stream_start(self, saved: dict | None, seed: int, consumed: int) -> dict:
@@ -139,11 +188,62 @@ class TrainBatches:
         return fresh
 
     def __next__(self) -> dict:
-        if self._it is None:
-            self._it = iter(self.loader)
-        batch = next(self._it)
-        self.consumed += 1
-        return batch
+        while True:
+            if self._it is None:
+                self._it = iter(self.loader)
+                _defer_worker_failure_reports()
+            dead = _dead_workers(self.loader)
+            # torch's timeout covers the wait for a batch, not receiving it: a worker stopped while
+            # sending a batch in shared memory blocks the receive forever. Past the timeout the
+            # watchdog kills the workers, which ends that receive with an error handled below.
+            watchdog = None
+            if self.timeout > 0 and self.loader.worker_processes():
+                watchdog = threading.Timer(self.timeout + 1, self._kill_workers)
+                watchdog.daemon = True
+                watchdog.start()
+            _WAITING[0] = True
+            try:
+                if dead:
+                    raise RuntimeError(f"DataLoader worker(s) died: {', '.join(dead)}")
+                batch = next(self._it)
+            except (RuntimeError, ConnectionError, EOFError) as e:
+                # torch: "DataLoader worker ... killed", "DataLoader timed out"; a batch in shared
+                # memory whose sender died: ConnectionResetError / EOFError while receiving it.
+                if isinstance(e, RuntimeError) and "DataLoader" not in str(e):
+                    raise
+                failure = (str(e).splitlines()[0].strip() if isinstance(e, RuntimeError)
+                           else f"a worker died while sending a batch ({type(e).__name__})")
+            else:
+                failure = None
+            finally:
+                _WAITING[0] = False
+                if watchdog is not None:
+                    watchdog.cancel()
+            if failure is None:
+                self.consumed += 1
+                return batch
+            self._restart(failure)
+
+    def _kill_workers(self) -> None:
+        for w in self.loader.worker_processes():
+            if w.exitcode is None:
+                w.kill()
+
+    def _restart(self, why: str) -> None:
+        """Replace a failed loader's workers and go on from the same position (map-style data
+        resumes exactly; a stream restarts with a new seed, as after a resume)."""
+        self._kill_workers()  # a stopped (SIGSTOP) worker would hold up the shutdown
+        self.close()
+        self.restarts += 1
+        if self.restarts > MAX_LOADER_RESTARTS:
+            raise LoaderFailed(f"the data loader failed {self.restarts} times (last: {why}); stopped")
+        if isinstance(self.loader.sampler, SlotSampler):
+            self.loader.sampler.start = self.consumed
+        elif self.streaming and hasattr(self.dataset, "resume_from"):  # streams go on where they were
+            self._start = self._my_position() | {"workers": self.workers}
+            self.dataset.resume_from(self._start)
+        log.warning("data loader failed (%s); restarted its workers at batch %d (restart %d of at most %d)",
+                    why, self.consumed, self.restarts, MAX_LOADER_RESTARTS)
 
     def __iter__(self):
         return self
@@ -153,12 +253,7 @@ class TrainBatches:
         state = {"consumed": self.consumed, "streaming": self.streaming}
         if not self.streaming:
             return state
-        positions = list(self._start["positions"])
-        last = getattr(self.loader, "last_worker", None)
-        for w, pos in getattr(self.loader, "positions", {}).items():
-            positions[w] = pos
-        mine = {"next": (last + 1) % self.workers if last is not None else self._start["next"],
-                "positions": positions}
+        mine = self._my_position()
         ranks = [mine]
         if D.is_distributed():
             ranks = [None] * self.world_size
@@ -166,8 +261,19 @@ class TrainBatches:
         state["stream"] = {"workers": self.workers, "world_size": self.world_size, "ranks": ranks}
         return state
 
+    def _my_position(self) -> dict:
+        """This rank's stream position: the next worker and each worker's last position handed out."""
+        positions = list(self._start["positions"])
+        last = getattr(self.loader, "last_worker", None)
+        for w, pos in getattr(self.loader, "positions", {}).items():
+            positions[w] = pos
+        return {"next": (last + 1) % self.workers if last is not None else self._start["next"],
+                "positions": positions}
+
     def stats(self) -> dict:
         return self.loader.dataset._stats.as_dict()
 
     def close(self) -> None:
-        self._it = None  # lets the worker processes exit
+        """Stop the loader's worker processes (the position is kept: the next batch restarts them)."""
+        self.loader.shutdown()
+        self._it = None

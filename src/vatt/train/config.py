@@ -83,6 +83,10 @@ class DataOptions(ConfigBase):
         eval_windows: windows per held-out video (4, SPEC §6).
         eval_batch_size: videos per forward at evaluation.
         max_member_mb: shard members larger than this are skipped unread (counted ``too_large``), MiB.
+        timeout: seconds a batch may take to arrive from the loader workers before they are
+            presumed stuck (e.g. a stopped worker) and restarted; 0 = wait forever.
+        max_bad_batches: stop (with a checkpoint) after this many consecutive batches in which
+            no sample could be read, e.g. when the data's file system went away.
     """
 
     num_workers: int = 2
@@ -92,10 +96,14 @@ class DataOptions(ConfigBase):
     eval_windows: int = 4
     eval_batch_size: int = 8
     max_member_mb: float = 1024.0
+    timeout: float = 300.0
+    max_bad_batches: int = 20
 
     def check(self) -> None:
         check_number(self.num_workers, "data.num_workers", low=0, high=1024)
         check_number(self.max_member_mb, "data.max_member_mb", low=0, low_open=True)
+        check_number(self.timeout, "data.timeout", low=0)
+        check_number(self.max_bad_batches, "data.max_bad_batches", low=1)
         check_number(self.eval_windows, "data.eval_windows", low=1, high=1024)
         check_number(self.eval_batch_size, "data.eval_batch_size", low=1)
         if not all(isinstance(s, str) for s in self.eval_sources):

@@ -35,11 +35,12 @@ from torch.utils.data import Dataset
 
 from .. import distributed as D
 from ..atomic_io import atomic_write_json
-from ..errors import CheckpointError, ConfigError, InputError, VattError
+from ..errors import CheckpointError, ConfigError, DataError, InputError, VattError
 from ..objective import VattObjective
 from ..text import WordTokenizer
 from . import checkpoint as C
-from .batches import TrainBatches
+from .batches import TrainBatches, waiting_for_data
+from .run_lock import RunLock
 from .config import TrainConfig
 from .optim import build_optimizer, build_schedule
 from .perf import autocast, peak_flops, train_flops_per_clip
@@ -92,11 +93,21 @@ def _to_device(batch: dict, device: torch.device) -> dict:
     return out
 
 
-class _StopFlag:
-    """Turns SIGTERM/SIGINT into a request to checkpoint and stop after the current step."""
+class _StopWhileWaiting(Exception):
+    """A stop was requested while the main process waited for data (the step never ran)."""
 
-    def __init__(self):
+
+class _StopFlag:
+    """Turns SIGTERM/SIGINT into a request to checkpoint and stop after the current step.
+
+    ``interrupt_waits``: a request that arrives while waiting for data (a stuck or empty loader)
+    ends the wait at once instead of after it (one process only: under torchrun every rank must
+    take the same number of steps).
+    """
+
+    def __init__(self, interrupt_waits: bool = False):
         self.signum: int | None = None
+        self.interrupt_waits = interrupt_waits
         self._old: dict = {}
 
     def __enter__(self):
@@ -110,6 +121,8 @@ class _StopFlag:
             raise KeyboardInterrupt  # a second Ctrl-C stops at once
         self.signum = signum
         log.warning("received %s: saving a checkpoint after this step", signal.Signals(signum).name)
+        if self.interrupt_waits and waiting_for_data():
+            raise _StopWhileWaiting
 
     def __exit__(self, *exc):
         for sig, old in self._old.items():
@@ -198,9 +211,17 @@ class Trainer:
             D.barrier()
         return WordTokenizer.load(saved)
 
+    def _lock_run_dir(self) -> None:
+        if self.run_dir.exists() and not self.run_dir.is_dir():
+            raise InputError(f"--out {self.run_dir} is a file; the run directory must be a folder")
+        if self.rank == 0:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self._lock = RunLock(self.run_dir).acquire()  # before anything in the folder is touched
+
     def setup(self) -> None:
         cfg = self.cfg
-        ckpt = self._find_resume()
+        self._lock_run_dir()
+        candidates = self._find_resume()
         self._prepare_run_dir()
         from .. import create_model
 
@@ -225,25 +246,46 @@ class Trainer:
         self.step, self.skipped, self.bad_in_row = 0, 0, 0
         self.elapsed_before = 0.0
         start_slot, data_state = 0, None
-        if ckpt is not None:
-            state = C.load_checkpoint(ckpt, model=self.model, optimizer=self.optimizer, sharded=self.sharded)
+        ckpt, skipped = None, []
+        for candidate in candidates:  # newest first; with --resume auto a damaged one is skipped
+            try:
+                state = C.load_checkpoint(candidate, model=self.model, optimizer=self.optimizer,
+                                          sharded=self.sharded)
+                self.schedule.load_state_dict(state["schedule"])
+                if self.scaler is not None and state.get("scaler"):
+                    self.scaler.load_state_dict(state["scaler"])
+            except CheckpointError as e:
+                if self.resume != "auto":
+                    raise
+                log.warning("skipping damaged checkpoint %s: %s", candidate.name, e)
+                skipped.append(candidate.name)
+                continue
+            except (KeyError, TypeError, ValueError, RuntimeError) as e:  # the grad scaler's state
+                raise CheckpointError(f"{candidate}: damaged trainer state ({type(e).__name__}: {e})") from None
+            ckpt = candidate
             self.step = int(state["step"])
-            self.schedule.load_state_dict(state["schedule"])
-            if self.scaler is not None and state.get("scaler"):
-                self.scaler.load_state_dict(state["scaler"])
             self.skipped = int(state.get("skipped_steps", 0))
             self.bad_in_row = int(state.get("bad_in_row", 0))
             self.elapsed_before = float(state.get("elapsed_seconds", 0.0))
             data_state = state.get("data", {})
             start_slot = int(data_state.get("consumed", self.step * cfg.grad_accum))
             log.info("resumed from %s at step %d", ckpt, self.step)
-        else:
+            if skipped:
+                log.warning("resumed from %s, the newest intact checkpoint (skipped damaged: %s)",
+                            ckpt.name, ", ".join(skipped))
+            break
+        if candidates and ckpt is None:
+            raise CheckpointError(f"no intact checkpoint in {self.run_dir / 'checkpoints'} (all damaged: "
+                                  f"{', '.join(skipped)}); move them away and start again, or resume from a copy")
+        self.skipped_checkpoints = skipped
+        if ckpt is None:
             # Different DropToken/dropout draws per rank, as in any data-parallel run.
             torch.manual_seed(cfg.seed + 1 + self.rank)
         self.resumed_from = ckpt
         self.dataset = self._build_dataset(self.model.tokenizer)
         self.batches = TrainBatches(self.dataset, self.micro, rank=self.rank, world_size=self.world, seed=cfg.seed,
-                                    num_workers=cfg.data.num_workers, start=start_slot, state=data_state)
+                                    num_workers=cfg.data.num_workers, start=start_slot, state=data_state,
+                                    timeout=cfg.data.timeout, max_empty_batches=cfg.data.max_bad_batches)
         self.forward_model: nn.Module = self.model
         if self.world > 1 and not self.sharded:
             from torch.nn.parallel import DistributedDataParallel as DDP
@@ -268,7 +310,8 @@ class Trainer:
             log.info("model %s: %.2fM parameters; %d rank(s) x %d clips x %d accumulation = %d clips/step on %s",
                      cfg.model, n / 1e6, self.world, self.micro, cfg.grad_accum, cfg.batch_size, self.device)
 
-    def _find_resume(self) -> Path | None:
+    def _find_resume(self) -> list[Path]:
+        """Checkpoints to try, newest first (``auto``: every complete one; a path: that one)."""
         if not self.resume:
             existing = C.latest_checkpoint(self.run_dir)
             if existing is not None:
@@ -276,13 +319,13 @@ class Trainer:
                     f"{self.run_dir} already holds checkpoints (newest: {existing.name}); pass --resume auto "
                     "(resume='auto') to continue that run, or choose another --out"
                 )
-            return None
+            return []
         if self.resume == "auto":
-            return C.latest_checkpoint(self.run_dir)
+            return C.list_checkpoints(self.run_dir)[::-1]
         path = Path(self.resume)
         if not (path / C.MARKER).is_file():
             raise CheckpointError(f"--resume {path}: not a complete checkpoint directory (no {C.MARKER})")
-        return path
+        return [path]
 
     def _open_tensorboard(self) -> None:
         try:
@@ -301,6 +344,7 @@ class Trainer:
         wait = 0.0
         sums = torch.zeros(3, device=self.device)
         clips = 0
+        self._consumed_at_step = self.batches.consumed  # where a step that never finished restarts
         for micro in range(cfg.grad_accum):
             tw = time.perf_counter()
             batch = _to_device(next(self.batches), self.device)
@@ -411,17 +455,35 @@ class Trainer:
     # -- the loop --------------------------------------------------------------------------------
     def fit(self) -> TrainResult:
         cfg = self.cfg
-        self.setup()
+        try:
+            self.setup()
+        except BaseException:
+            self.close()  # release the run lock
+            raise
         start_step = self.step
         t_start = time.perf_counter()
         last: dict = {}
         stopped = "done"
         ckpt_path = None
-        stop_flag = _StopFlag()
+        stop_flag = _StopFlag(interrupt_waits=self.world == 1)
         try:
             with stop_flag:
                 while self.step < cfg.steps:
-                    last = self.train_step()
+                    try:
+                        last = self.train_step()
+                    except _StopWhileWaiting:  # the step never ran: save the last complete one
+                        self._abandon_step()
+                        ckpt_path = self.save(self.elapsed_before + time.perf_counter() - t_start)
+                        stopped = "signal"
+                        break
+                    except DataError as e:  # no usable data, or a loader that keeps failing
+                        self._abandon_step()
+                        # Under torchrun the other ranks are not here to write their part: the
+                        # newest periodic checkpoint stands (torchrun stops them when this one exits).
+                        ckpt = (self.save(self.elapsed_before + time.perf_counter() - t_start) if self.world == 1
+                                else C.latest_checkpoint(self.run_dir))
+                        raise DataError(f"{e} (at step {self.step}; checkpoint {ckpt or self.run_dir}; fix the "
+                                        "data and rerun with --resume auto)") from None
                     elapsed = self.elapsed_before + time.perf_counter() - t_start
                     if self.rank == 0:
                         if self.step % cfg.log_every == 0 or self.step == cfg.steps or last["skipped"]:
@@ -479,10 +541,19 @@ class Trainer:
         finally:
             self.close()
 
+    def _abandon_step(self) -> None:
+        """Forget a step that did not finish: its gradients and the batches it drew."""
+        self.optimizer.zero_grad(set_to_none=True)
+        self.batches.consumed = getattr(self, "_consumed_at_step", self.batches.consumed)
+        self.batches.close()
+
     def close(self) -> None:
-        """Stop the loader workers and release the DDP wrapper (safe to call twice)."""
+        """Stop the loader workers, release the DDP wrapper and the run lock (safe to call twice)."""
         if getattr(self, "batches", None) is not None:
             self.batches.close()
+        if getattr(self, "_lock", None) is not None:
+            self._lock.release()
+            self._lock = None
         if self._tb is not None:
             self._tb.close()
             self._tb = None
