@@ -211,15 +211,18 @@ def test_out_that_is_a_file_or_folder_is_one_line_exit_2(tmp_path, model_dir, sy
 
 
 def _fail_when(monkeypatch, target: str, error: Exception):
-    """Make the checkpoint writer's ``save_file`` raise ``error`` when writing into ``target``."""
-    original = C.save_file
+    """Make safetensors' ``save_file`` (behind every tensor file the package writes, through
+    ``vatt.atomic_io.atomic_write_safetensors``) raise ``error`` when writing into ``target``."""
+    import safetensors.torch
+
+    original = safetensors.torch.save_file
 
     def save_file(tensors, path, *a, **kw):
         if target in str(path):
             raise error
         return original(tensors, path, *a, **kw)
 
-    monkeypatch.setattr(C, "save_file", save_file)
+    monkeypatch.setattr(safetensors.torch, "save_file", save_file)
 
 
 @pytest.mark.parametrize("error", [

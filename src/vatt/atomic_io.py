@@ -43,12 +43,15 @@ def atomic_write_json(path: str | os.PathLike, obj, indent: int | None = 2) -> N
 
 
 def atomic_write_safetensors(path: str | os.PathLike, tensors: dict, metadata: dict[str, str] | None = None) -> None:
-    """``tensors`` (name -> torch tensor) as a safetensors file, written atomically; tensors are
-    detached, moved to the CPU and made contiguous first."""
-    from safetensors.torch import save
+    """``tensors`` (name -> torch tensor) as a safetensors file, written atomically (streamed to a
+    temporary file by ``save_file``, so a large model is never held twice in memory); tensors are
+    detached, moved to the CPU and made contiguous first. Writer errors (e.g. a full disk, which
+    safetensors reports as its own ``SafetensorError``) propagate; the temporary file is removed."""
+    from safetensors.torch import save_file
 
     cpu = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    atomic_write_bytes(path, save(cpu, metadata=metadata))
+    with atomic_path(path) as tmp:
+        save_file(cpu, str(tmp), metadata=metadata)
 
 
 @contextmanager

@@ -13,14 +13,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import torch
 from torch import nn
 
-from ..atomic_io import atomic_write_text
+from ..atomic_io import atomic_write_safetensors, atomic_write_text
 from ..config import DEFAULT_PRESET, ModelConfig, get_config
 from ..errors import CheckpointError, ConfigError, InputError, describe_tensor
 from ..text import WordTokenizer
@@ -278,21 +277,13 @@ class VATT(nn.Module):
         """Write ``config.json``, ``model.safetensors`` and (with a tokenizer) ``vocab.json``,
         each atomically. Returns the directory."""
         from safetensors import SafetensorError
-        from safetensors.torch import save_file
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=WEIGHTS_FILE, suffix=".tmp")
-        os.close(fd)
         try:
-            save_file(state, tmp, metadata={"format": CHECKPOINT_FORMAT})
-            os.replace(tmp, directory / WEIGHTS_FILE)
+            atomic_write_safetensors(directory / WEIGHTS_FILE, self.state_dict(), {"format": CHECKPOINT_FORMAT})
         except SafetensorError as e:  # e.g. disk full: safetensors reports it as its own error
             raise CheckpointError(f"could not write {directory / WEIGHTS_FILE}: {' '.join(str(e).split())[:300]}") from None
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
         if self.tokenizer is not None:
             self.tokenizer.save(directory / VOCAB_FILE)
         meta = {"format": CHECKPOINT_FORMAT, "version": 1, "config": self.config.to_dict()}
