@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -54,17 +53,10 @@ def log(msg: str) -> None:
 
 
 def interleaved(fns: dict, reps: int, warmup: int = 1) -> dict:
-    """Median seconds of each function, timed in turn (a, b, a, b, ...)."""
-    for fn in fns.values():
-        for _ in range(warmup):
-            fn()
-    times: dict = {k: [] for k in fns}
-    for _ in range(reps):
-        for k, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            times[k].append(time.perf_counter() - t0)
-    return {k: statistics.median(v) for k, v in times.items()}
+    """Median seconds of each function, timed in turn (a, b, a, b, ...): bench_model's helper."""
+    from bench_model import interleaved_seconds
+
+    return interleaved_seconds(fns, reps, warmup)
 
 
 # -- GEMM backends ----------------------------------------------------------------------------------

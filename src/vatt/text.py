@@ -39,6 +39,17 @@ def normalize_words(text: str) -> list[str]:
     return _PUNCT.sub(" ", text.lower()).split()
 
 
+def _check_words(words: list) -> None:
+    """A vocabulary is a list of distinct strings that fits the word table."""
+    if not all(isinstance(w, str) for w in words):
+        i = next(i for i, w in enumerate(words) if not isinstance(w, str))
+        raise InputError(f"a vocabulary holds words (strings); got {words[i]!r} at position {i}")
+    if len(words) > MAX_VOCAB:
+        raise InputError(f"vocabulary has {len(words)} entries; at most {MAX_VOCAB} fit the word table")
+    if len(set(words)) != len(words):
+        raise InputError("vocabulary has repeated words")
+
+
 class WordTokenizer:
     """Maps sentences to fixed-length id sequences with a fixed vocabulary.
 
@@ -48,15 +59,9 @@ class WordTokenizer:
 
     def __init__(self, words: Sequence[str]):
         words = list(words)
-        if not all(isinstance(w, str) for w in words):
-            i = next(i for i, w in enumerate(words) if not isinstance(w, str))
-            raise InputError(f"a vocabulary holds words (strings); got {words[i]!r} at position {i}")
+        _check_words(words)
         if words[:2] != [PAD, UNK]:
             raise InputError(f"a vocabulary must start with '{PAD}', '{UNK}'; got {words[:2]}")
-        if len(words) > MAX_VOCAB:
-            raise InputError(f"vocabulary has {len(words)} entries; at most {MAX_VOCAB} fit the word table")
-        if len(set(words)) != len(words):
-            raise InputError("vocabulary has repeated words")
         self.words = words
         self.index = {w: i for i, w in enumerate(words)}
 
@@ -152,18 +157,12 @@ class OfficialWordTokenizer(WordTokenizer):
 
     def __init__(self, words: Sequence[str]):
         words = list(words)
-        if not all(isinstance(w, str) for w in words):
-            i = next(i for i, w in enumerate(words) if not isinstance(w, str))
-            raise InputError(f"a vocabulary holds words (strings); got {words[i]!r} at position {i}")
+        _check_words(words)
         missing = [w for w in self.SPECIALS if w not in words]
         if missing:
             raise InputError(f"an official vocabulary must contain {' '.join(self.SPECIALS)}; missing {' '.join(missing)}")
         if words[0] != PAD:
             raise InputError(f"'<pad>' must have id 0 (the model masks id 0 as padding); it has id {words.index(PAD)}")
-        if len(words) > MAX_VOCAB:
-            raise InputError(f"vocabulary has {len(words)} entries; at most {MAX_VOCAB} fit the word table")
-        if len(set(words)) != len(words):
-            raise InputError("vocabulary has repeated words")
         self.words = words
         self.index = {w: i for i, w in enumerate(words)}
 
