@@ -8,12 +8,15 @@ workers.
 
 from __future__ import annotations
 
+import logging
 import signal
 
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
 from ..errors import DataError, VattError
+
+log = logging.getLogger(__name__)
 
 _TENSOR_KEYS = ("video", "audio", "text", "video_mask", "audio_mask", "text_mask", "label")
 
@@ -119,8 +122,15 @@ class VattLoader(DataLoader):
         if it is None:
             return
         workers = list(getattr(it, "_workers", ()))
-        if hasattr(it, "_shutdown_workers"):
-            it._shutdown_workers()
+        try:
+            if hasattr(it, "_shutdown_workers"):
+                it._shutdown_workers()
+        except RuntimeError as e:
+            # torch's SIGCHLD handler reports a worker that died while exiting (seen: SIGABRT in a
+            # forked worker of a gloo process at exit); we are stopping the workers anyway.
+            if "DataLoader worker" not in str(e):
+                raise
+            log.debug("a loader worker died while shutting down: %s", e)
         for w in workers:
             if w.is_alive():
                 w.kill()
