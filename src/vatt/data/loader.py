@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import sys
 
 import torch
 from torch.utils.data import DataLoader, IterableDataset
@@ -84,6 +85,12 @@ def _one_line_errors(batches):
         raise err from None
 
 
+def _quiet_closed_pipes(exc_type, exc, tb) -> None:
+    if issubclass(exc_type, (BrokenPipeError, ConnectionResetError)):
+        return
+    sys.__excepthook__(exc_type, exc, tb)
+
+
 def _worker_init(_):
     torch.set_num_threads(1)
     # SIGTERM / Ctrl-C reach the whole process group (Slurm, Kubernetes, `kill -- -PGID`): the
@@ -91,6 +98,10 @@ def _worker_init(_):
     # clean stop into "DataLoader worker killed by signal" without a checkpoint.
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # When the main process stops the loader while a batch's file descriptors are being handed
+    # over, multiprocessing's resource-sharer thread in this worker reports the closed pipe through
+    # sys.excepthook: a traceback on the user's terminal for a normal stop. Keep those quiet.
+    sys.excepthook = _quiet_closed_pipes
     keep_freed_memory()
 
 
