@@ -137,6 +137,34 @@ def test_linear_probe_on_demo_corpus_averages_splits(tiny, synth_corpus):
         linear_probe(tiny, split[0], None, splits=[split])
 
 
+def test_train_windows_averages_the_training_features_like_the_test_ones(tiny, synth_corpus, monkeypatch):
+    """train_windows=N: each training item's feature is the mean AGG of its N evenly spaced
+    windows (checked window by window); the default keeps the paper's one centre window."""
+    import vatt.eval.linear as linear_mod
+
+    lab = synth_corpus / "labelled"
+    seen = []
+    real = linear_mod.classify_features
+    monkeypatch.setattr(linear_mod, "classify_features", lambda tx, ty, ex, ey, **kw: seen.append(tx) or real(
+        tx, ty, ex, ey, **kw))
+    for n in (1, 3):
+        res = linear_probe(tiny, str(lab / "train.csv"), str(lab / "test.csv"), num_windows=2, train_windows=n)
+        assert res["train_windows"] == n and res["test_windows"] == 2
+    cfg = DataConfig.from_model_config(tiny.config)
+    tiny.eval()
+    for n, train_x in zip((1, 3), seen):
+        ds = build_eval_dataset(str(lab / "train.csv"), cfg, None, num_windows=n)
+        with torch.no_grad():
+            for i in (0, len(ds) - 1):
+                windows = ds[i]["video"]
+                assert windows.shape[0] == n
+                per_window = torch.stack([tiny(video=windows[w : w + 1])["video_agg"][0] for w in range(n)])
+                torch.testing.assert_close(train_x[i], per_window.mean(0), rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(seen[0], seen[1], atol=1e-4)
+    with pytest.raises(InputError, match="train_windows"):
+        linear_probe(tiny, str(lab / "train.csv"), str(lab / "test.csv"), train_windows=0)
+
+
 # -- multi-view test ------------------------------------------------------------------------------
 class CountingClassifier(torch.nn.Module):
     """Wraps a classifier and records how many views each forward receives."""

@@ -68,7 +68,8 @@ def _linear(args) -> int:
         raise _usage("give --train SRC --test SRC, or --split TRAIN TEST (repeatable)")
     classifiers = CLASSIFIERS if args.classifier == "both" else (args.classifier,)
     probes = linear_probe(model, None, None, splits=splits, modality=args.modality, classifier=list(classifiers),
-                          num_windows=args.windows, device=args.device, batch_size=args.batch_size,
+                          num_windows=args.windows, train_windows=args.train_windows, device=args.device,
+                          batch_size=args.batch_size,
                           num_workers=args.workers, seed=args.seed, progress=None if args.json else Bars())
     info = next(iter(probes.values()))
     results = {c: {"accuracy": r["accuracy"], "split_accuracies": r["split_accuracies"]} for c, r in probes.items()}
@@ -192,6 +193,9 @@ def register(sub) -> None:
     p.add_argument("--modality", choices=("video", "audio"), default="video")
     p.add_argument("--classifier", choices=("logistic", "official", "both"), default="both")
     p.add_argument("--windows", type=positive_int, default=4, help="test windows averaged (default: 4)")
+    p.add_argument("--train-windows", type=positive_int, default=1,
+                   help="training windows averaged per item (default: 1, the centre window, as in the paper; "
+                        "set it to --windows to train on the features the test uses)")
     p.add_argument("--seed", type=nonnegative_int, default=0)
     p.add_argument("--json", action="store_true")
     _common(p)
