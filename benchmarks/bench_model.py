@@ -459,7 +459,8 @@ def render_markdown(data: dict) -> str:
     if isinstance(d, dict):
         lines += render_data(d)
     lines += render_speed(data.get("speed"))
-    other = {k: v for k, v in data.items() if k not in MODEL_KEYS + ("data", "speed")}
+    lines += render_versions(data.get("versions"))
+    other = {k: v for k, v in data.items() if k not in MODEL_KEYS + ("data", "speed", "versions")}
     if other:
         lines += ["## Other results", ""]
         for key, value in other.items():
@@ -505,7 +506,7 @@ def render_speed(sp) -> list:
     tw = ts.get("mbs_video_tower")
     if tw:
         lines += ["| MBS video tower train step | s | GFLOP/s |", "|---|---:|---:|"]
-        for key in ("baseline", "fused_qkv_only", "onednn_only", "fused_adam_only", "fast"):
+        for key in ("baseline", "fused_qkv_only", "onednn_only", "bits_dropout_only", "fused_adam_only", "fast"):
             if f"{key}_s" in tw:
                 lines.append(f"| {'previous' if key == 'baseline' else key} | {tw[f'{key}_s']} | {tw[f'{key}_gflop_s']} |")
         lines += ["", f"- {tw['workload']}; {tw['gflop_per_step']} GFLOP/step; speed-up {tw['speedup']}x; "
@@ -516,6 +517,33 @@ def render_speed(sp) -> list:
         if part:
             lines.append(f"- {key}: previous {part['baseline_s']} s, fast {part['fast_s']} s, speed-up "
                          f"{part['speedup']}x ({part['workload']})")
+    lines.append("")
+    return lines
+
+
+VERSION_WORKLOADS = {"tiny_train": ("tiny-model train step (the demo's: batch 32, fwd + bwd + Adam)", 1.3),
+                     "mbs_infer": ("full MBS inference, batch 1, paper inputs", 1.25),
+                     "tower_train": ("MBS video-tower train step (2 of 12 layers, batch 1, DropToken 0.5)", None)}
+
+
+def render_versions(v) -> list:
+    """The ``versions`` section written by ``benchmarks/bench_versions.py``: this code vs an older commit."""
+    if not v:
+        return []
+    env = v.get("env", {})
+    lines = ["## This code vs an older commit (`benchmarks/bench_versions.py`, issue 14)", "",
+             f"Measured {env.get('date')}, {env.get('threads')} threads, load average {env.get('load_average_start')} -> "
+             f"{env.get('load_average_end')}; old = commit `{env.get('old')}` with its own defaults, new = "
+             f"`{env.get('new')}` with its defaults; each in its own process, timed in turn, medians of "
+             f"{env.get('reps')} rounds.", "",
+             "| workload | old s | new s | new_compiled s | new / old speed-up | compiled / old | goal |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for key, (label, goal) in VERSION_WORKLOADS.items():
+        r = v.get(key)
+        if r:
+            lines.append(f"| {label} | {r.get('old_s')} | {r.get('new_s')} | {r.get('new_compiled_s', '–')} | "
+                         f"{r.get('new_vs_old')}x | {r.get('new_compiled_vs_old', '–')}{'x' if 'new_compiled_vs_old' in r else ''} | "
+                         f"{'>= ' + str(goal) + 'x' if goal else ''} |")
     lines.append("")
     return lines
 

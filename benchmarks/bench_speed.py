@@ -14,8 +14,8 @@ Every comparison runs in one process, interleaved (A, B, A, B, ...), medians of 
   and ``numpy`` (numpy's BLAS, in a child process with OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE unset;
   the kernel threadpoolctl reports is recorded). Each figure names its backend.
 * ``train_step.mbs_video_tower``: fwd + bwd + Adam, 2 of 12 layers, batch 1, 32x224x224, DropToken
-  0.5, fp32, for ``baseline`` (``fused_qkv=False, cpu_linear="torch"``: the path before issue 14)
-  and ``fast`` (the defaults), with the best fp32 GEMM (largest GFLOP/s over backends at the tower's
+  0.5, fp32, for ``baseline`` (``fused_qkv=False, cpu_linear="torch", cpu_dropout="torch"``: the path before issue 14)
+  and ``fast`` (the defaults; the MBS dropout 0.1 stays on), with the best fp32 GEMM (largest GFLOP/s over backends at the tower's
   MLP shape) timed alongside: ``fraction_of_best_gemm`` = step GFLOP/s / that GEMM's GFLOP/s.
 * ``train_step.tiny_model``: the tiny model as the demo trains it (dropout 0), batch 32, real objective,
   Adam, baseline vs fast.
@@ -41,7 +41,7 @@ from results_file import merge_results
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-BASELINE = {"fused_qkv": False, "cpu_linear": "torch"}
+BASELINE = {"fused_qkv": False, "cpu_linear": "torch", "cpu_dropout": "torch"}
 FAST: dict = {}  # the ModelConfig defaults
 # Adam: the baseline is torch's default (per-tensor) implementation, the fast path the training
 # loop's default (OptimConfig.fused)
@@ -224,8 +224,7 @@ def main(argv=None) -> int:
     res: dict = {"env": {"threads": torch.get_num_threads(), "capability": torch.backends.cpu.get_cpu_capability(),
                          "torch": torch.__version__, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                          "reps": reps, "load_average_start": [round(x, 2) for x in os.getloadavg()]},
-                 "variants": {"baseline": dict(BASELINE), "fast": {"fused_qkv": defaults.fused_qkv,
-                                                                   "cpu_linear": defaults.cpu_linear}}}
+                 "variants": {"baseline": dict(BASELINE), "fast": {k: getattr(defaults, k) for k in BASELINE}}}
     if "gemm" not in args.skip:
         log("GEMM backends")
         res["gemm"] = gemm_backends(args.quick, reps, args.threads)
@@ -239,8 +238,9 @@ def main(argv=None) -> int:
         gemm = torch_gemms(m, k, n, torch.float32)
         if not args.quick:  # also the ablations: each switch alone
             fns = {"baseline": base, "fast": fast,  # and each of the three changes alone
-                   "fused_qkv_only": tower(False, adam=False, fused_qkv=True, cpu_linear="torch"),
-                   "onednn_only": tower(False, adam=False, fused_qkv=False, cpu_linear="onednn"),
+                   "fused_qkv_only": tower(False, adam=False, **{**BASELINE, "fused_qkv": True}),
+                   "onednn_only": tower(False, adam=False, **{**BASELINE, "cpu_linear": "onednn"}),
+                   "bits_dropout_only": tower(False, adam=False, **{**BASELINE, "cpu_dropout": "bits"}),
                    "fused_adam_only": tower(False, adam=True, **BASELINE)}
         else:
             fns = {"baseline": base, "fast": fast}

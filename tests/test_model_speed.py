@@ -3,6 +3,8 @@ give today's outputs and gradients within fp32 rounding, and the saved layout (q
 so weights round-trip exactly between the paths. (Speed itself lives in benchmarks/bench_speed.py.)"""
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -161,4 +163,85 @@ def test_speed_benchmark_records_the_backend_of_every_figure():
     assert res["gemm"]["numpy_blas"]  # the BLAS numpy used, as threadpoolctl reports it
     tower = res["train_step"]["mbs_video_tower"]
     assert tower["best_gemm_backend"] in tower["gemm_alongside_gflop_s"]
-    assert res["variants"]["baseline"] == {"fused_qkv": False, "cpu_linear": "torch"}
+    assert res["variants"]["baseline"] == {"fused_qkv": False, "cpu_linear": "torch", "cpu_dropout": "torch"}
+    assert res["variants"]["fast"] == {"fused_qkv": True, "cpu_linear": "onednn", "cpu_dropout": "bits"}
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which(os.environ.get("CXX", "g++")) is None, reason="torch.compile on CPU needs a C++ compiler")
+def test_compiled_and_eager_give_the_same_outputs_and_gradients():
+    """torch.compile (inductor) of the default model: eval outputs and the gradients of a loss
+    equal eager ones within fp32 rounding (the oneDNN linear steps aside while compiling and
+    inductor picks its own kernels)."""
+    torch.manual_seed(0)
+    model = vatt.create_model("tiny", validate_inputs=False)  # the range check is a host sync: a graph break
+    inputs = tiny_inputs(model.config)
+    compiled = torch.compile(model)
+    with torch.no_grad():
+        ref, out = model.eval()(**inputs), compiled(**inputs)
+    for k in ref:
+        torch.testing.assert_close(out[k], ref[k], rtol=1e-4, atol=1e-4 * ref[k].abs().max().item(), msg=k)
+    grads = []
+    for m in (model, compiled):  # eval mode (see run_tiny), so both see the same BatchNorm statistics
+        model.zero_grad(set_to_none=True)
+        sum(v.float().pow(2).mean() for v in m(**inputs).values()).backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys() and len(grads[0]) > 50
+    for n, g in grads[0].items():
+        if n.endswith(".qkv.bias"):  # its key third is zero in exact arithmetic (softmax is shift-invariant)
+            g, other = g.chunk(3)[0::2], grads[1][n].chunk(3)[0::2]
+            g, other = torch.cat(g), torch.cat(other)
+        else:
+            other = grads[1][n]
+        torch.testing.assert_close(other, g, rtol=1e-3, atol=1e-3 * g.abs().max().item() + 1e-8, msg=n)
+
+
+def test_bits_dropout_drops_each_element_independently_with_probability_p():
+    """The random-bits masks have F.dropout's distribution: every element position (including each
+    of the four 16-bit lanes of a 64-bit draw) is dropped with probability p, kept elements are
+    scaled by 1/(1-p), masks follow torch.manual_seed, and gradients flow through the kept ones."""
+    from vatt.model.layers import bits_dropout
+
+    p, n = 0.1, 400_000
+    x = torch.rand(n) + 1.0  # no zeros: a zero output means dropped
+    torch.manual_seed(0)
+    y = bits_dropout(x, p)
+    dropped = y == 0
+    ref = F.dropout(x, p, training=True)  # kept elements: the same value F.dropout gives them
+    both_kept = (ref != 0) & ~dropped
+    assert torch.equal(y[both_kept], ref[both_kept]) and both_kept.sum() > n // 2
+    sigma = (p * (1 - p) / (n / 4)) ** 0.5
+    for lane in range(4):  # each quarter of the 64-bit draws
+        assert abs(dropped[lane::4].double().mean().item() - p) < 5 * sigma, lane
+    # neighbours are independent: P(both dropped) = p^2
+    both = (dropped[:-1] & dropped[1:]).double().mean().item()
+    assert abs(both - p * p) < 5 * (p * p / n) ** 0.5 * 2
+    torch.manual_seed(0)
+    assert torch.equal(bits_dropout(x, p), y)  # seeded
+    assert not torch.equal(bits_dropout(x, p), y)  # the generator moved on
+    xr = x[:1000].clone().requires_grad_()
+    out = bits_dropout(xr, 0.5)
+    out.backward(torch.ones_like(out))
+    torch.testing.assert_close(xr.grad, (out != 0).float() * 2.0)
+    for q in (0.25, 0.5, 0.9):
+        assert abs((bits_dropout(x, q) == 0).double().mean().item() - q) < 0.005
+
+
+def test_fast_dropout_is_a_switch_and_steps_aside_where_it_does_not_apply():
+    from vatt.model.layers import FastDropout
+
+    torch.manual_seed(0)
+    model = vatt.create_model("tiny", dropout=0.1)
+    drops = [m for m in model.modules() if isinstance(m, nn.Dropout)]
+    assert drops and all(type(m) is FastDropout for m in drops)  # the default: cpu_dropout="bits"
+    use_fast_paths(model, cpu_dropout="torch")
+    assert all(type(m) is nn.Dropout for m in drops)
+    slow = vatt.create_model("tiny", dropout=0.1, cpu_dropout="torch")
+    assert all(type(m) is nn.Dropout for m in slow.modules() if isinstance(m, nn.Dropout))
+    d = FastDropout(0.3)
+    x = torch.rand(1000) + 1
+    assert torch.equal(d.eval()(x), x)  # eval: identity
+    assert torch.equal(FastDropout(0.0).train()(x), x)
+    assert torch.equal(FastDropout(1.0).train()(x), torch.zeros_like(x))
+    with pytest.raises(ValueError, match="cpu_dropout"):
+        use_fast_paths(model, cpu_dropout="fast")
