@@ -534,16 +534,17 @@ def render_versions(v) -> list:
     lines = ["## This code vs an older commit (`benchmarks/bench_versions.py`, issue 14)", "",
              f"Measured {env.get('date')}, {env.get('threads')} threads, load average {env.get('load_average_start')} -> "
              f"{env.get('load_average_end')}; old = commit `{env.get('old')}` with its own defaults, new = "
-             f"`{env.get('new')}` with its defaults; each in its own process, timed in turn, medians of "
-             f"{env.get('reps')} rounds.", "",
-             "| workload | old s | new s | new_compiled s | new / old speed-up | compiled / old | goal |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+             f"`{env.get('new')}` with its defaults; each in its own process, timed in turn (rounds x steps "
+             f"per round, medians of the rounds).", "",
+             "| workload | old s | new s | new_compiled s | new / old speed-up | compiled / old | goal | rounds x steps, load |",
+             "|---|---:|---:|---:|---:|---:|---:|---|"]
     for key, (label, goal) in VERSION_WORKLOADS.items():
         r = v.get(key)
         if r:
             lines.append(f"| {label} | {r.get('old_s')} | {r.get('new_s')} | {r.get('new_compiled_s', '–')} | "
                          f"{r.get('new_vs_old')}x | {r.get('new_compiled_vs_old', '–')}{'x' if 'new_compiled_vs_old' in r else ''} | "
-                         f"{'>= ' + str(goal) + 'x' if goal else ''} |")
+                         f"{'>= ' + str(goal) + 'x' if goal else ''} | {r.get('rounds', '')} x {r.get('steps_per_round')}, "
+                         f"{r.get('load_average', [[None]])[0][0]} |")
     lines.append("")
     return lines
 

@@ -9,6 +9,8 @@ Each variant runs in its own child process with its own copy of ``src/`` (``git 
 for the old commit), so both codes are imported as they are, not as switches of today's code.
 The parent times them in turn (A, B, C, A, B, C, ...): a child runs ``--steps`` steps while the
 others wait on their pipes, so no two variants share the CPU; medians of ``--reps`` rounds.
+Each workload records its own date and load; a run of some workloads keeps the others' results
+(against the same commit) in the file.
 
 Variants: ``old`` (the commit, its defaults: model config, Adam), ``new`` (this checkout's
 defaults: fused QKV, oneDNN linear, fused Adam) and ``new_compiled`` (``new`` under
@@ -34,10 +36,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from results_file import merge_results
+from results_file import RESULTS, merge_results
 
 ROOT = Path(__file__).resolve().parents[1]
+RESULTS_FILE = RESULTS / "cpu.json"
 DEFAULT_AGAINST = "e10d98e"  # main when issue 14 was filed (before the CPU fast paths)
+ROUNDS = {"tiny_train": (15, 10), "mbs_infer": (7, 1), "tower_train": (7, 5)}  # (rounds, steps per round)
 
 CHILD = r"""
 import json, sys, time, torch
@@ -153,8 +157,9 @@ def measure(workload: str, sources: dict, args) -> dict:
     try:
         setup = {name: round(c.ask(f"setup {workload}")["setup_s"], 1) for name, c in children.items()}
         times: dict = {name: [] for name in children}
-        steps = 1 if workload == "mbs_infer" and not args.quick else args.steps
-        for _ in range(args.reps):
+        steps, reps = (1, 2) if args.quick else (args.steps or ROUNDS[workload][1], args.reps or ROUNDS[workload][0])
+        load = [round(x, 2) for x in os.getloadavg()]
+        for _ in range(reps):
             for name, c in children.items():
                 times[name].append(c.ask(f"run {steps}")["seconds"])
     finally:
@@ -164,7 +169,8 @@ def measure(workload: str, sources: dict, args) -> dict:
     res = {f"{name}_s": round(v, 4) for name, v in med.items()}
     res.update({f"{name}_vs_old": round(med["old"] / v, 3) for name, v in med.items() if name != "old"})
     res["setup_s"] = setup
-    res["steps_per_round"] = steps
+    res.update(steps_per_round=steps, rounds=reps, date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+               load_average=[load, [round(x, 2) for x in os.getloadavg()]])
     return res
 
 
@@ -174,27 +180,25 @@ def main(argv=None) -> int:
     p.add_argument("--workloads", nargs="*", default=["tiny_train", "mbs_infer", "tower_train"],
                    choices=["tiny_train", "mbs_infer", "tower_train"])
     p.add_argument("--no-compile", action="store_true", help="leave out the new_compiled variant")
-    p.add_argument("--reps", type=int, default=7)
-    p.add_argument("--steps", type=int, default=5, help="steps per timed round (mbs_infer: 1)")
+    p.add_argument("--reps", type=int, default=None, help=f"timed rounds (default per workload: {ROUNDS})")
+    p.add_argument("--steps", type=int, default=None, help="steps per timed round (default per workload)")
     p.add_argument("--threads", type=int, default=int(os.environ.get("BENCH_THREADS", "2")))
     p.add_argument("--quick", action="store_true")
     args = p.parse_args(argv)
-    if args.quick:
-        args.reps, args.steps = 2, 1
     rev = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", args.against], capture_output=True,
                          text=True, check=True).stdout.strip()
     head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                           check=True).stdout.strip()
     t0 = time.time()
     res: dict = {"env": {"threads": args.threads, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-                         "reps": args.reps, "old": rev, "new": f"{head} (working tree)",
+                         "old": rev, "new": f"{head} (working tree)",
                          "load_average_start": [round(x, 2) for x in os.getloadavg()]}}
     with tempfile.TemporaryDirectory() as tmp:
         sources = {"old": (extract(args.against, Path(tmp)), False), "new": (ROOT / "src", False)}
         if not args.no_compile:
             sources["new_compiled"] = (ROOT / "src", True)
         for w in args.workloads:
-            log(f"{w}: {', '.join(sources)} in turn, {args.reps} rounds")
+            log(f"{w}: {', '.join(sources)} in turn")
             res[w] = measure(w, sources, args)
             log(f"  {json.dumps(res[w])}")
     res["env"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
@@ -202,6 +206,9 @@ def main(argv=None) -> int:
     if args.quick:
         print(json.dumps(res, indent=2))
         return 0
+    previous = json.loads(RESULTS_FILE.read_text()).get("versions", {}) if RESULTS_FILE.is_file() else {}
+    if previous.get("env", {}).get("old") == rev:  # keep workloads measured earlier against the same commit
+        res = {**{k: v for k, v in previous.items() if k != "env"}, **res}
     merge_results({"versions": res})
     subprocess.run([sys.executable, str(Path(__file__).with_name("bench_model.py")), "--markdown-only"], check=True)
     log("wrote benchmarks/results/cpu.json (versions) and cpu.md")

@@ -76,7 +76,7 @@ def test_fused_qkv_on_torch_gemm_is_bit_identical_in_inference():
 
 
 @pytest.mark.parametrize("bias", [True, False])
-@pytest.mark.parametrize("shape", [(5, 48), (2, 7, 48)])
+@pytest.mark.parametrize("shape", [(5, 48), (2, 7, 48), (4, 75, 48)])  # the last: dW through dW^T
 def test_onednn_linear_matches_torch_linear_forward_and_backward(bias, shape):
     torch.manual_seed(0)
     ref = nn.Linear(48, 80, bias=bias)
@@ -91,6 +91,7 @@ def test_onednn_linear_matches_torch_linear_forward_and_backward(bias, shape):
     torch.testing.assert_close(y, y_ref, rtol=1e-5, atol=1e-5)
     for a, b in zip(torch.autograd.grad(y, fparams, g), torch.autograd.grad(y_ref, params, g)):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+        assert a.is_contiguous()
 
 
 def test_onednn_linear_falls_back_under_autocast_and_for_other_dtypes():
