@@ -476,14 +476,18 @@ SPEED_TARGETS = (  # issue 14: (label, path in speed, target)
 )
 
 
+def _measured(section: dict) -> str:
+    env = section.get("env", {})
+    return (f"Measured {env.get('date')}, {env.get('threads')} threads, load average {env.get('load_average_start')} -> "
+            f"{env.get('load_average_end')}")
+
+
 def render_speed(sp) -> list:
     """The ``speed`` section written by ``benchmarks/bench_speed.py`` (issue 14)."""
     if not sp:
         return []
-    env = sp.get("env", {})
     lines = ["## CPU fast paths (`benchmarks/bench_speed.py`, issue 14)", "",
-             f"Measured {env.get('date')}, {env.get('threads')} threads, load average {env.get('load_average_start')} -> "
-             f"{env.get('load_average_end')} (shared 2-core machine: absolute times are slow and noisy; every ratio "
+             f"{_measured(sp)} (shared 2-core machine: absolute times are slow and noisy; every ratio "
              f"comes from one interleaved run). previous = `{json.dumps(sp['variants']['baseline'])}` + torch's "
              f"default Adam; fast = `{json.dumps(sp['variants']['fast'])}` + fused Adam.", "",
              "| target | measured | goal | met |", "|---|---:|---:|:---:|"]
@@ -506,13 +510,19 @@ def render_speed(sp) -> list:
     tw = ts.get("mbs_video_tower")
     if tw:
         lines += ["| MBS video tower train step | s | GFLOP/s |", "|---|---:|---:|"]
-        for key in ("baseline", "fused_qkv_only", "onednn_only", "bits_dropout_only", "fused_adam_only", "fast"):
+        for key in ("baseline", "fused_qkv_only", "onednn_only", "bits_dropout_only", "fused_adam_only", "fast",
+                    "bf16_autocast"):
             if f"{key}_s" in tw:
                 lines.append(f"| {'previous' if key == 'baseline' else key} | {tw[f'{key}_s']} | {tw[f'{key}_gflop_s']} |")
         lines += ["", f"- {tw['workload']}; {tw['gflop_per_step']} GFLOP/step; speed-up {tw['speedup']}x; "
                       f"GEMM alongside (tower MLP shape): {json.dumps(tw['gemm_alongside_gflop_s'])} GFLOP/s, best "
                       f"{tw['best_gemm_backend']}; fraction of it: fast {tw['fraction_of_best_gemm']}, previous "
                       f"{tw['baseline_fraction_of_best_gemm']}"]
+        if "bf16_autocast_speedup_over_fast" in tw:
+            lines += [f"- bf16 autocast (`precision=bf16`; outputs differ beyond fp32 rounding, so outside the targets): "
+                      f"{tw['bf16_autocast_speedup_over_fast']}x the fp32 fast path, "
+                      f"{tw['bf16_autocast_fraction_of_best_bf16_gemm']} of the best bf16 GEMM alongside "
+                      f"({json.dumps(tw['bf16_gemm_alongside_gflop_s'])} GFLOP/s)"]
     for key, part in (("tiny_model", ts.get("tiny_model")), ("mbs_batch1 inference", _get(sp, ("inference", "mbs_batch1")))):
         if part:
             lines.append(f"- {key}: previous {part['baseline_s']} s, fast {part['fast_s']} s, speed-up "
@@ -532,8 +542,7 @@ def render_versions(v) -> list:
         return []
     env = v.get("env", {})
     lines = ["## This code vs an older commit (`benchmarks/bench_versions.py`, issue 14)", "",
-             f"Measured {env.get('date')}, {env.get('threads')} threads, load average {env.get('load_average_start')} -> "
-             f"{env.get('load_average_end')}; old = commit `{env.get('old')}` with its own defaults, new = "
+             f"{_measured(v)}; old = commit `{env.get('old')}` with its own defaults, new = "
              f"`{env.get('new')}` with its defaults; each in its own process, timed in turn (rounds x steps "
              f"per round, medians of the rounds).", "",
              "| workload | old s | new s | new_compiled s | new / old speed-up | compiled / old | goal | rounds x steps, load |",

@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from results_file import merge_results
+from results_file import publish
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
@@ -121,13 +121,15 @@ def gemm_backends(quick: bool, reps: int, threads: int) -> dict:
 
 # -- models ---------------------------------------------------------------------------------------
 class Step:
-    def __init__(self, model, inputs: dict, loss_fn, fused_adam: bool):
-        self.model, self.inputs, self.loss_fn = model, inputs, loss_fn
+    def __init__(self, model, inputs: dict, loss_fn, fused_adam: bool, bf16: bool = False):
+        self.model, self.inputs, self.loss_fn, self.bf16 = model, inputs, loss_fn, bf16
         self.opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-4, eps=1e-7,
                                     **({"fused": True} if fused_adam else {}))
 
     def forward_backward(self):
-        self.loss_fn(self.model(**self.inputs)).backward()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):  # precision=bf16 in training
+            loss = self.loss_fn(self.model(**self.inputs))
+        loss.backward()
 
     def __call__(self):
         self.forward_backward()
@@ -147,7 +149,7 @@ def fused_adam(switches: dict) -> bool:
     return switches != BASELINE and OptimConfig().fused
 
 
-def tower(quick: bool, adam: bool | None = None, **switches):
+def tower(quick: bool, adam: bool | None = None, bf16: bool = False, **switches):
     from vatt.config import get_config
     from vatt.model.backbones import VideoTransformer
 
@@ -159,7 +161,7 @@ def tower(quick: bool, adam: bool | None = None, **switches):
     model = VideoTransformer(cfg).train()
     video = torch.rand(1, frames, crop, crop, 3, generator=torch.Generator().manual_seed(1)) * 2 - 1
     return Step(model, {"x": video}, lambda agg: agg.float().pow(2).mean(),
-                fused_adam(switches) if adam is None else adam)
+                fused_adam(switches) if adam is None else adam, bf16=bf16)
 
 
 def tiny(batch: int, **switches):
@@ -236,23 +238,27 @@ def main(argv=None) -> int:
         flops = base.flops()
         m, k, n = gemm_shapes(args.quick)["tower_mlp_fc1"]
         gemm = torch_gemms(m, k, n, torch.float32)
+        gemm_bf16 = torch_gemms(m, k, n, torch.bfloat16) if not args.quick else {}
         if not args.quick:  # also the ablations: each switch alone
             fns = {"baseline": base, "fast": fast,  # and each of the three changes alone
                    "fused_qkv_only": tower(False, adam=False, **{**BASELINE, "fused_qkv": True}),
                    "onednn_only": tower(False, adam=False, **{**BASELINE, "cpu_linear": "onednn"}),
                    "bits_dropout_only": tower(False, adam=False, **{**BASELINE, "cpu_dropout": "bits"}),
-                   "fused_adam_only": tower(False, adam=True, **BASELINE)}
+                   "fused_adam_only": tower(False, adam=True, **BASELINE),
+                   "bf16_autocast": tower(False, bf16=True, **FAST)}  # not fp32: outside the targets
         else:
             fns = {"baseline": base, "fast": fast}
         fns.update({f"gemm_{b}": f for b, f in gemm.items()})
+        fns.update({f"gemmbf16_{b}": f for b, f in gemm_bf16.items()})
         times = interleaved(fns, reps)
         gemm_gflops = {b: 2 * m * k * n / times[f"gemm_{b}"] / 1e9 for b in gemm}
+        bf16_gflops = {b: 2 * m * k * n / times[f"gemmbf16_{b}"] / 1e9 for b in gemm_bf16}
         best = max(gemm_gflops, key=gemm_gflops.get)
         r = {"workload": "MBS video tower (width 1024, 16 heads, MLP 4096), 2 of 12 layers, batch 1, 32x224x224, "
                          "DropToken 0.5 (784 tokens + AGG), attention dropout 0, fp32, Adam",
              "gflop_per_step": round(flops / 1e9, 2)}
         for key in fns:
-            if not key.startswith("gemm_"):
+            if not key.startswith(("gemm_", "gemmbf16_")):
                 r[f"{key}_s"] = round(times[key], 4)
                 r[f"{key}_gflop_s"] = round(flops / times[key] / 1e9, 1)
         r["speedup"] = round(times["baseline"] / times["fast"], 3)
@@ -260,6 +266,11 @@ def main(argv=None) -> int:
         r["best_gemm_backend"] = best
         r["fraction_of_best_gemm"] = round(flops / times["fast"] / 1e9 / gemm_gflops[best], 3)
         r["baseline_fraction_of_best_gemm"] = round(flops / times["baseline"] / 1e9 / gemm_gflops[best], 3)
+        if bf16_gflops:
+            r["bf16_gemm_alongside_gflop_s"] = {b: round(v, 1) for b, v in bf16_gflops.items()}
+            r["bf16_autocast_fraction_of_best_bf16_gemm"] = round(
+                flops / times["bf16_autocast"] / 1e9 / max(bf16_gflops.values()), 3)
+            r["bf16_autocast_speedup_over_fast"] = round(times["fast"] / times["bf16_autocast"], 3)
         ts["mbs_video_tower"] = r
         log(f"  {r}")
         del base, fast, fns
@@ -281,13 +292,7 @@ def main(argv=None) -> int:
         log(f"  {res['inference']}")
     res["env"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     res["env"]["seconds"] = round(time.time() - t0, 1)
-    if args.quick:
-        print(json.dumps(res, indent=2))
-        return 0
-    merge_results({"speed": res})
-    subprocess.run([sys.executable, str(Path(__file__).with_name("bench_model.py")), "--markdown-only"], check=True)
-    log("wrote benchmarks/results/cpu.json (speed) and cpu.md")
-    return 0
+    return publish("speed", res, args.quick, log)
 
 
 if __name__ == "__main__":

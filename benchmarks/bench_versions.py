@@ -36,7 +36,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from results_file import RESULTS, merge_results
+from results_file import RESULTS, publish
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS_FILE = RESULTS / "cpu.json"
@@ -203,16 +203,10 @@ def main(argv=None) -> int:
             log(f"  {json.dumps(res[w])}")
     res["env"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     res["env"]["seconds"] = round(time.time() - t0, 1)
-    if args.quick:
-        print(json.dumps(res, indent=2))
-        return 0
     previous = json.loads(RESULTS_FILE.read_text()).get("versions", {}) if RESULTS_FILE.is_file() else {}
-    if previous.get("env", {}).get("old") == rev:  # keep workloads measured earlier against the same commit
+    if not args.quick and previous.get("env", {}).get("old") == rev:  # keep workloads measured against the same commit
         res = {**{k: v for k, v in previous.items() if k != "env"}, **res}
-    merge_results({"versions": res})
-    subprocess.run([sys.executable, str(Path(__file__).with_name("bench_model.py")), "--markdown-only"], check=True)
-    log("wrote benchmarks/results/cpu.json (versions) and cpu.md")
-    return 0
+    return publish("versions", res, args.quick, log)
 
 
 if __name__ == "__main__":

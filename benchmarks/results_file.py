@@ -5,6 +5,8 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -25,3 +27,15 @@ def merge_results(update: dict, path: Path = RESULTS / "cpu.json") -> dict:
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     return data
+
+
+def publish(key: str, res: dict, quick: bool, log) -> int:
+    """End of a benchmark script: print ``res`` (``--quick``: a smoke run writes nothing) or store it
+    under ``key`` in cpu.json and re-render cpu.md. Returns the exit status."""
+    if quick:
+        print(json.dumps(res, indent=2))
+        return 0
+    merge_results({key: res})
+    subprocess.run([sys.executable, str(Path(__file__).with_name("bench_model.py")), "--markdown-only"], check=True)
+    log(f"wrote benchmarks/results/cpu.json ({key}) and cpu.md")
+    return 0
