@@ -30,3 +30,20 @@ def test_search_bench_smoke_writes_latencies(tmp_path):
     (size,) = result["sizes"]
     assert size["windows"] == 500 and not (tmp_path / "work" / "index_500").exists()
     assert all(size[k] > 0 for k in ("text_query_ms", "similar_query_ms", "topk_only_ms"))
+
+
+def test_bench_versions_smoke_times_the_old_commit_against_this_code():
+    """bench_versions imports the old commit's own src/ in a child process (not today's code)."""
+    import pytest
+
+    rev = "e10d98e"
+    if subprocess.run(["git", "-C", str(ROOT), "cat-file", "-e", f"{rev}^{{commit}}"], capture_output=True).returncode:
+        pytest.skip(f"commit {rev} is not in this clone (shallow?)")
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_versions.py"), "--quick", "--no-compile",
+                           "--workloads", "tiny_train"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    res = json.loads(proc.stdout)
+    assert res["env"]["old"] == rev
+    tiny = res["tiny_train"]
+    assert tiny["old_s"] > 0 and tiny["new_s"] > 0  # stored rounded to 0.1 ms
+    assert tiny["new_vs_old"] == pytest.approx(tiny["old_s"] / tiny["new_s"], rel=0.01)
