@@ -41,6 +41,11 @@ def test_eval_linear_table(model_dir, synth_corpus, capsys):
     assert code == 0, err
     res = json.loads(out)
     assert res["num_classes"] == 4 and 0 <= res["logistic"]["accuracy"] <= 1
+    assert res["train_windows"] == 1 and res["test_windows"] == 1
+    code, out, err = _run(capsys, "eval", "linear", "--model", model_dir, "--train", lab / "train.csv",
+                          "--test", lab / "test.csv", "--windows", "2", "--train-windows", "2", "--classifier", "logistic")
+    assert code == 0, err
+    assert "2 to train, 2 to test" in out
 
 
 def test_visualize_writes_png(model_dir, synth_corpus, tmp_path, capsys):

@@ -74,11 +74,13 @@ def _linear(args) -> int:
     info = next(iter(probes.values()))
     results = {c: {"accuracy": r["accuracy"], "split_accuracies": r["split_accuracies"]} for c, r in probes.items()}
     results["chance"], results["num_classes"] = info["chance"], info["num_classes"]
+    results["train_windows"], results["test_windows"] = info["train_windows"], info["test_windows"]
     if args.json:
         _dump(results)
         return 0
     print(f"linear probe on frozen {args.modality} AGG features: {len(splits)} split(s), "
-          f"{info['num_classes']} classes, chance {100 * info['chance']:.1f}%")
+          f"{info['num_classes']} classes, chance {100 * info['chance']:.1f}%, windows averaged per item: "
+          f"{info['train_windows']} to train, {info['test_windows']} to test")
     _print_table(["classifier", "accuracy %", "per split %"],
                  [[c, f"{100 * r['accuracy']:.1f}", " ".join(f"{100 * a:.1f}" for a in r["split_accuracies"])]
                   for c, r in results.items() if c in classifiers])
