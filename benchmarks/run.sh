@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # All CPU benchmarks (issue #6): model (matmul peak, train-step MFU, DropToken speed-up, vs timm,
-# memory) and data (decode/augment throughput, data-wait fraction). About 10 minutes on 2 cores.
+# memory), data (decode/augment throughput, data-wait fraction) and CPU speed (issue 14: GEMM
+# backends and fast paths, this code against e10d98e). About 20 minutes on 2 quiet cores.
 # Results: benchmarks/results/cpu.json (merged by key) and benchmarks/results/cpu.md.
 #
 #   bash benchmarks/run.sh            # everything
@@ -18,5 +19,7 @@ export OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}"
 python benchmarks/bench_model.py "$@"
 if [ "${1:-}" != "--quick" ] && [ -f benchmarks/data_bench.py ]; then
     python benchmarks/data_bench.py
-    python benchmarks/bench_model.py --markdown-only   # re-render cpu.md with the data results
+    python benchmarks/bench_speed.py
+    python benchmarks/bench_versions.py
+    python benchmarks/bench_model.py --markdown-only   # re-render cpu.md with every section
 fi
