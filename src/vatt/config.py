@@ -212,7 +212,7 @@ class ModelConfig(ConfigBase):
     the q/k/v layout; outputs bit-identical on torch's GEMM, within fp32 rounding on oneDNN).
     ``cpu_linear``: ``"onednn"`` (default) runs fp32 CPU linears, forward and backward, on
     oneDNN, about 2x torch's default GEMM on our CPUs; ``"torch"`` is the previous path. Outputs
-    equal within fp32 rounding. Neither switch affects GPUs or bf16 autocast. See docs/MODEL.md ("CPU speed").
+    equal within fp32 rounding. Neither switch affects GPUs or bf16 autocast. See docs/MODEL.md, "Performance notes (CPU)".
     ``cpu_dropout``: ``"bits"`` (default) makes CPU dropout masks from 16 random bits of torch's
     generator per element (p quantised to 1/65536; ~5x cheaper than a Bernoulli draw each:
     5% of an MBS tower step); ``"torch"`` is ``F.dropout``. Same distribution, other masks for a

@@ -69,8 +69,7 @@ def _linear(args) -> int:
     classifiers = CLASSIFIERS if args.classifier == "both" else (args.classifier,)
     probes = linear_probe(model, None, None, splits=splits, modality=args.modality, classifier=list(classifiers),
                           num_windows=args.windows, train_windows=args.train_windows, device=args.device,
-                          batch_size=args.batch_size,
-                          num_workers=args.workers, seed=args.seed, progress=None if args.json else Bars())
+                          batch_size=args.batch_size, num_workers=args.workers, seed=args.seed, progress=None if args.json else Bars())
     info = next(iter(probes.values()))
     results = {c: {"accuracy": r["accuracy"], "split_accuracies": r["split_accuracies"]} for c, r in probes.items()}
     results["chance"], results["num_classes"] = info["chance"], info["num_classes"]

@@ -6,9 +6,10 @@ whose AGG features are averaged. ``train_windows`` (default 1, the paper's proto
 many windows per training item instead; ``train_windows == num_windows`` trains the classifier on
 the feature distribution it is tested on. That matters for attributes that change within a clip:
 for the synthetic corpus's motion label (docs/TRAINING.md#vatt-demo) a classifier trained on
-centre windows and tested on 4-window averages scored 0.37 where one trained on 4-window
-averages scored 0.875 (0.325 / 0.705 at random init). Features are standardised with the training mean and standard deviation
-(our choice: it makes one learning rate fit every backbone width). Two classifiers:
+centre windows and tested on 4-window averages scored 0.365 where one trained on 4-window
+averages scored 0.865 (0.325 / 0.705 at random init). Features are standardised with the
+training mean and standard deviation (our choice: it makes one learning rate fit every backbone
+width). Two classifiers:
 
 * ``"official"``: Linear(D→128) → dropout 0.9 → Linear(128→C), trained with Adam (lr 5e-4)
   and an L2 penalty ``0.1 · Σ w²`` on the two kernels (Keras ``l2(0.1)`` semantics);
