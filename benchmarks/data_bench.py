@@ -287,7 +287,7 @@ def model_only_step(corpus: Path, batch: int, steps: int) -> float:
 
 def gpu_node_estimate(paper_prepared: float, paper_raw: float) -> dict:
     from vatt.config import get_config
-    from vatt.tools.flops import forward_flops
+    from vatt.model.flops import forward_flops
 
     fwd = forward_flops(get_config("mbs"), drop_rate=0.5)
     peak, mfu = 989e12, 0.4  # H100/H200 SXM dense bf16 peak; an assumed MFU (not measured: no GPU here)

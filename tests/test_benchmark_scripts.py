@@ -16,7 +16,10 @@ def test_gpu_step_smoke_writes_results(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(out.read_text())["tiny_b2_bf16"]
     assert result["clips_per_second"] > 0 and result["step_gflop"] > 0
-    assert 0 < result["mfu"] < 1.5
+    # On a GPU MFU is against the card's data-sheet peak; in --smoke on a CPU it is against a 512^3
+    # bf16 matmul timed on the spot, which is no peak on CPUs without native bf16 (an AVX2 EPYC gave
+    # 2.9), so here only its presence is checked.
+    assert result["mfu"] > 0 and result["mfu_against"] == "measured matmul peak"
     assert result["final_loss"] > 0
 
 

@@ -102,3 +102,51 @@ def test_no_import_cycles():
 def test_the_checker_sees_function_level_imports():
     # The data layer's old cycle hid inside functions; make sure such imports are counted.
     assert "vatt.eval.retrieval" in GRAPH["vatt.train.loop"]
+
+
+def _from_imports(tree: ast.AST, package: str = ""):
+    """(module, name, line) for every absolute or resolved-relative ``from vatt... import name``."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                target = ".".join(base[: len(base) - (node.level - 1)] + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            if target.split(".")[0] == "vatt":
+                for alias in node.names:
+                    yield target, alias.name, node.lineno
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_no_private_name_is_imported_across_packages(module):
+    # A leading underscore means "not for other packages": importing one couples two packages
+    # through a name its owner may rename at will. Within one package it is fine.
+    path = MODULES[module]
+    package = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
+    bad = [f"line {line}: {name} from {target}" for target, name, line in _from_imports(ast.parse(path.read_text()), package)
+           if name.startswith("_") and not name.startswith("__") and _top(target) != _top(module)]
+    assert not bad, f"{module} imports private names of another package: {bad}"
+
+
+SCRIPTS = sorted((PKG.parents[1] / "benchmarks").glob("*.py"))
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
+def test_benchmarks_import_only_what_exists(script):
+    # Benchmarks are not run by the suite; an import of a moved module would only break
+    # `bash benchmarks/run.sh` minutes in. Resolve every vatt import against the package itself.
+    import importlib
+
+    missing = []
+    for target, name, line in _from_imports(ast.parse(script.read_text())):
+        try:
+            mod = importlib.import_module(target)
+        except ImportError:
+            missing.append(f"line {line}: module {target}")
+            continue
+        if not hasattr(mod, name) and f"{target}.{name}" not in MODULES:
+            missing.append(f"line {line}: {name} from {target}")
+        elif name.startswith("_") and not name.startswith("__"):
+            missing.append(f"line {line}: private {name} from {target}")
+    assert not missing, f"{script.name} imports what vatt does not have: {missing}"

@@ -203,7 +203,7 @@ def plot_losses(metrics_path: Path, out_path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .tools.visualize import _save_figure
+    from .tools.visualize import save_figure
 
     rows = [json.loads(ln) for ln in metrics_path.read_text().splitlines() if ln.strip()]
     rows = [r for r in rows if "loss" in r and math.isfinite(r["loss"])]
@@ -216,7 +216,7 @@ def plot_losses(metrics_path: Path, out_path: Path) -> Path:
     ax.set_title("pretraining loss")
     ax.legend()
     ax.grid(alpha=0.3)
-    path = _save_figure(fig, out_path)
+    path = save_figure(fig, out_path)
     plt.close(fig)
     return path
 

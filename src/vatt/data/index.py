@@ -170,7 +170,7 @@ def index_labelled_folder(root: str, classes: list[str] | None) -> tuple[list[Cl
     return refs, names
 
 
-def _manifest_rows(path: Path) -> list[dict]:
+def manifest_rows(path: Path) -> list[dict]:
     if not path.is_file():
         raise InputError(f"manifest not found: {path}")
     text = decode_text(path.read_bytes(), str(path))
@@ -213,7 +213,7 @@ def _seconds(row: dict, column: str, mpath: Path, i: int) -> float | None:
 def index_manifest(path: str, classes: list[str] | None) -> tuple[list[ClipRef], list[str] | None, bool]:
     """Rows -> refs; returns ``(refs, classes or None, multi_label)``."""
     mpath = Path(path)
-    rows = _manifest_rows(mpath)
+    rows = manifest_rows(mpath)
     labelled = any("label" in r or "labels" in r for r in rows)
     label_lists = [_labels_of(r.get("label", r.get("labels"))) for r in rows]
     names = None

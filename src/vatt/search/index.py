@@ -160,7 +160,7 @@ def list_media(source: str, extra_roots: list[str] | None = None) -> tuple[list[
     """``(media items, roots, unreadable shards)`` of a folder, manifest or shard set. Roots (real
     paths) bound what ``vatt serve`` may read: the folder, the manifest's folder or the shards'
     folder, plus ``extra_roots``."""
-    from ..data.index import AUDIO_SUFFIXES, VIDEO_SUFFIXES, _manifest_rows, detect_kind, list_shards
+    from ..data.index import AUDIO_SUFFIXES, VIDEO_SUFFIXES, manifest_rows, detect_kind, list_shards
 
     kind, path = detect_kind(str(source))
     bad_shards = []
@@ -178,7 +178,7 @@ def list_media(source: str, extra_roots: list[str] | None = None) -> tuple[list[
         return sorted(items, key=lambda m: m.key), roots, bad_shards
     p = Path(path).absolute()
     if kind == "manifest":
-        rows = _manifest_rows(p)
+        rows = manifest_rows(p)
         paths = []
         for r in rows:
             media = Path(str(r["path"]))

@@ -26,7 +26,7 @@ from ..errors import InputError
 log = logging.getLogger(__name__)
 
 
-def _save_figure(fig, out_path) -> Path:
+def save_figure(fig, out_path) -> Path:
     """Save a matplotlib figure as PNG atomically (temp file in the same folder, then replace)."""
     from ..atomic_io import atomic_write_bytes
 
@@ -107,7 +107,7 @@ def tsne_figure(panels: Mapping[str, Mapping[str, torch.Tensor | np.ndarray]] | 
         ax.legend(fontsize=8, loc="best")
     if title:
         fig.suptitle(title)
-    path = _save_figure(fig, out_path)
+    path = save_figure(fig, out_path)
     plt.close(fig)
     log.info("wrote t-SNE figure %s", path)
     return path
@@ -238,6 +238,6 @@ def retrieval_grid(queries: Sequence[str], frames: torch.Tensor, similarity: tor
                 for spine in ax.spines.values():
                     spine.set_edgecolor("green")
                     spine.set_linewidth(3)
-    path = _save_figure(fig, out_path)
+    path = save_figure(fig, out_path)
     plt.close(fig)
     return path
