@@ -105,7 +105,7 @@ def test_bad_values_are_config_errors(tmp_path):
     ("model", "heads.va_dimm", "heads.va_dim"),
 ])
 def test_a_misspelt_key_anywhere_names_the_nearest(loader, key, nearest):
-    from vatt.eval.finetune import load_finetune_config
+    from vatt.train.finetune import load_finetune_config
     from vatt.train.config import load_train_config
 
     load = {"train": lambda o: load_train_config("tiny", o), "finetune": lambda o: load_finetune_config("audio", o),
@@ -157,7 +157,7 @@ def test_yaml_alias_bombs_are_refused(tmp_path):
 
 
 def test_finetune_config_presets_files_and_command_header(tmp_path):
-    from vatt.eval.finetune import FinetuneConfig, load_finetune_config
+    from vatt.train.finetune import FinetuneConfig, load_finetune_config
 
     cfg = load_finetune_config("audio", ["steps=7", "mixup_alpha=0"])
     assert (cfg.task, cfg.steps, cfg.mixup_alpha, cfg.lr) == ("audio", 7, 0.0, FinetuneConfig().lr)

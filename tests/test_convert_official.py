@@ -25,9 +25,11 @@ from vatt.cli.main import main as cli
 from vatt.convert.official import from_official, read_case_overrides
 from vatt.convert.tensor_bundle import TensorBundle, snappy_decompress, write_bundle
 from vatt.errors import CheckpointError, InputError
-from vatt.eval.finetune import Classifier
+from vatt.train.finetune import Classifier
 from vatt.model.tokenizers import VideoTokenizer, num_kept, resample_table
 from vatt.text import OfficialWordTokenizer, WordTokenizer, official_words
+
+pytestmark = pytest.mark.official
 
 ROOT = Path(__file__).resolve().parents[1]
 _CANDIDATES = [os.environ.get("VATT_OFFICIAL_FIXTURES", ""), ROOT / "shared/fixtures/official",

@@ -8,7 +8,7 @@ from vatt.data.config import DataConfig
 from vatt.data.datasets import build_eval_dataset
 from vatt.errors import InputError
 from vatt.eval.embed import extract_features
-from vatt.eval.finetune import Classifier, predict_views
+from vatt.train.finetune import Classifier, predict_views
 from vatt.eval.linear import classify_features, linear_probe
 from vatt.eval.retrieval import (
     centre_caption,

@@ -74,7 +74,8 @@ def test_finetune_command_writes_checkpoint_and_json(model_dir, synth_corpus, tm
     assert code == 0, err
     res = json.loads(stdout)
     assert res["steps"] == 1 and res["num_classes"] == 4 and "top1" in res
-    assert json.loads((out / "checkpoint" / "state.json").read_text())["step"] == 1
+    assert (out / "checkpoints" / "step_0000001" / "COMPLETE").is_file() and res["stopped"] == "done"
+    assert json.loads((out / "results.json").read_text())["top1"] == res["top1"]
 
 
 def test_finetune_config_file_and_set_like_pretraining(model_dir, synth_corpus, tmp_path, capsys):
@@ -87,8 +88,10 @@ def test_finetune_config_file_and_set_like_pretraining(model_dir, synth_corpus, 
     assert code == 0, err
     saved = (out / "config.yaml").read_text()
     assert saved.startswith("# vatt finetune --model")  # the command that made it, as for pretraining
-    state = json.loads((out / "checkpoint" / "state.json").read_text())
-    assert state["config"]["lr"] == 0.01 and state["config"]["label_smoothing"] == 0.2 and state["config"]["steps"] == 1
+    from vatt.train.finetune import FinetuneConfig
+
+    state = FinetuneConfig.load(out / "config.yaml")
+    assert state.lr == 0.01 and state.label_smoothing == 0.2 and state.steps == 1
     code, _, err = _run(capsys, "finetune", "--model", model_dir, "--set", "label_smothing=0", "--train",
                         lab / "train.csv", "--val", lab / "test.csv", "--out", tmp_path / "ft2")
     assert code == 2 and "did you mean 'label_smoothing'" in err and "Traceback" not in err

@@ -161,6 +161,7 @@ def _rank_worker(rank, world, port, outdir, symmetric):
 
 
 @pytest.mark.parametrize("symmetric", [False, True])
+@pytest.mark.distributed
 def test_two_process_gather_matches_single_process(tmp_path, symmetric):
     world = 2
     mp.spawn(_rank_worker, args=(world, free_port(), str(tmp_path), symmetric), nprocs=world, join=True)

@@ -22,7 +22,7 @@ import vatt
 from vatt.cli.main import main
 from vatt.data.stats import SampleStats
 from vatt.errors import CheckpointError, DataError, InputError
-from vatt.train import Trainer, pretrain
+from vatt.train import Pretraining, pretrain
 from vatt.train import checkpoint as C
 
 # One-layer encoders: these tests are about the machinery around the steps, not the model.
@@ -75,7 +75,7 @@ def test_loader_workers_ignore_sigterm_and_sigint_so_the_main_process_checkpoint
                 os.kill(w.pid, signal.SIGINT)
             os.kill(os.getpid(), signal.SIGTERM)
 
-    trainer = Trainer(small_config("steps=4", "data.num_workers=1"), MemoryClips(4), tmp_path / "run", vocab=VOCAB,
+    trainer = Pretraining(small_config("steps=4", "data.num_workers=1"), MemoryClips(4), tmp_path / "run", vocab=VOCAB,
                       callback=signal_the_group)
     result = trainer.fit()
     assert (result.stopped, result.step, result.signal) == ("signal", 2, signal.SIGTERM)
@@ -91,7 +91,7 @@ def test_dead_or_stopped_loader_worker_is_replaced_and_training_is_unchanged(tmp
                 os.kill(w.pid, getattr(signal, how))
 
     cfg = small_config("steps=4", "data.num_workers=1", "data.timeout=3")
-    trainer = Trainer(cfg, MemoryClips(4), tmp_path / "run", vocab=VOCAB, callback=hit_worker)
+    trainer = Pretraining(cfg, MemoryClips(4), tmp_path / "run", vocab=VOCAB, callback=hit_worker)
     with caplog.at_level(logging.WARNING):
         result = trainer.fit()
     assert result.stopped == "done" and result.step == 4

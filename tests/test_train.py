@@ -18,7 +18,7 @@ from train_helpers import VOCAB, MemoryClips, read_metrics, tiny_config
 import vatt
 from vatt.errors import CheckpointError, ConfigError
 from vatt.objective import VattObjective
-from vatt.train import OptimConfig, Trainer, TrainConfig, TrainingDiverged, load_train_config, pretrain
+from vatt.train import OptimConfig, Pretraining, TrainConfig, TrainingDiverged, load_train_config, pretrain
 from vatt.train import checkpoint as C
 from vatt.train.optim import build_optimizer, lr_at
 
@@ -155,7 +155,7 @@ def test_kill9_during_checkpoint_write_keeps_previous_and_resume_picks_it(tmp_pa
     vatt.load_model(latest)  # loadable as a model
     with pytest.raises(CheckpointError, match="not a complete checkpoint"):
         C.load_checkpoint(run / "checkpoints" / ".tmp-step_0000004", model=torch.nn.Linear(1, 1))
-    trainer = Trainer(tiny_config("steps=6", "checkpoint_every=2"), MemoryClips(8), run, vocab=VOCAB, resume="auto")
+    trainer = Pretraining(tiny_config("steps=6", "checkpoint_every=2"), MemoryClips(8), run, vocab=VOCAB, resume="auto")
     result = trainer.fit()
     assert trainer.resumed_from == latest and result.step == 6
     assert not any(p.name.startswith(".tmp-") for p in (run / "checkpoints").iterdir())
@@ -164,7 +164,7 @@ def test_kill9_during_checkpoint_write_keeps_previous_and_resume_picks_it(tmp_pa
 
 
 def test_non_finite_steps_are_skipped_counted_and_abort_with_checkpoint(tmp_path):
-    trainer = Trainer(tiny_config("steps=4"), MemoryClips(8), tmp_path / "a", vocab=VOCAB)
+    trainer = Pretraining(tiny_config("steps=4"), MemoryClips(8), tmp_path / "a", vocab=VOCAB)
     real = trainer.objective
     snapshots = {}
 
@@ -183,7 +183,7 @@ def test_non_finite_steps_are_skipped_counted_and_abort_with_checkpoint(tmp_path
     skipped = [m["step"] for m in read_metrics(tmp_path / "a") if m["loss"] != m["loss"]]
     assert skipped == [2, 3]
 
-    trainer = Trainer(tiny_config("steps=10", "max_bad_steps=3"), MemoryClips(8), tmp_path / "b", vocab=VOCAB)
+    trainer = Pretraining(tiny_config("steps=10", "max_bad_steps=3"), MemoryClips(8), tmp_path / "b", vocab=VOCAB)
     trainer.objective = lambda o, b: {k: v * float("inf") for k, v in real(o, b).items()}
     with pytest.raises(TrainingDiverged, match="3 steps in a row had a non-finite"):
         trainer.fit()
@@ -201,7 +201,7 @@ def test_gradient_accumulation_uses_per_micro_batch_negatives(tmp_path):
     data = MemoryClips(8)
     cfg = tiny_config("steps=1", "batch_size=8", "grad_accum=2", "optim.warmup_steps=1", "optim.lr=1e-3",
                       deterministic=True)
-    trainer = Trainer(cfg, data, tmp_path / "run", vocab=VOCAB)
+    trainer = Pretraining(cfg, data, tmp_path / "run", vocab=VOCAB)
     trainer.fit()
     trained = trainer.model.state_dict()
 
@@ -234,9 +234,9 @@ def test_gradient_accumulation_uses_per_micro_batch_negatives(tmp_path):
 
 
 def test_bf16_autocast_and_activation_checkpointing_on_cpu(tmp_path):
-    ref = Trainer(tiny_config("steps=1", deterministic=True), MemoryClips(8), tmp_path / "a", vocab=VOCAB)
+    ref = Pretraining(tiny_config("steps=1", deterministic=True), MemoryClips(8), tmp_path / "a", vocab=VOCAB)
     ref.fit()
-    ckpt = Trainer(tiny_config("steps=1", "activation_checkpointing=true", deterministic=True), MemoryClips(8),
+    ckpt = Pretraining(tiny_config("steps=1", "activation_checkpointing=true", deterministic=True), MemoryClips(8),
                    tmp_path / "b", vocab=VOCAB)
     ckpt.fit()
     a, b = ref.model.state_dict(), ckpt.model.state_dict()

@@ -13,6 +13,8 @@ from train_helpers import VOCAB, MemoryClips, read_metrics, tiny_config
 import vatt
 from vatt.train import pretrain
 
+pytestmark = pytest.mark.distributed
+
 # Adam's eps is raised from 1e-7 for this comparison: Adam scales each update to ~lr whatever the
 # gradient's size, so rounding noise in gradients that are mathematically zero (attention key
 # biases, biases in front of BatchNorm) would otherwise become full-size, sign-random steps.

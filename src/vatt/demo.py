@@ -138,11 +138,11 @@ def _seconds_per_step(cfg: TrainConfig, data: Dataset, vocab, run_dir: Path, ste
     accumulation included), after one warm-up step; measured in a scratch run directory."""
     import shutil
 
-    from .train.loop import Trainer
+    from .train.pretrain import Pretraining
 
     probe = cfg.override({"steps": steps + 1, "checkpoint_every": 10**9, "log_every": 10**9, "data.num_workers": 0,
                           "eval_every": 0})
-    trainer = Trainer(probe, data, run_dir, vocab=vocab)
+    trainer = Pretraining(probe, data, run_dir, vocab=vocab)
     try:
         trainer.setup()
         times = []
@@ -297,7 +297,8 @@ def _run_demo(out, minutes, preset, device, clips, windows_per_clip, overrides, 
     from .data.vocab import caption_texts
     from .errors import InputError
     from .text import WordTokenizer
-    from .train.loop import Trainer, resolve_device
+    from .train.engine import resolve_device
+    from .train.pretrain import Pretraining
 
     out = Path(out)
     defaults = DEMO_DEFAULTS.get(preset, DEMO_DEFAULTS["tiny"])
@@ -362,7 +363,7 @@ def _run_demo(out, minutes, preset, device, clips, windows_per_clip, overrides, 
                         "max_minutes": max(0.5, left / 60) if minutes and not fixed else 0.0})
     cfg.command = f"vatt demo --out {out} --minutes {minutes} --preset {preset} --device {device}"
     selector = CheckpointSelector(val_set, max(10, steps // VALIDATION_EVALS), str(dev), callback)
-    trainer = Trainer(cfg, windows, out / "run", vocab=vocab, callback=selector)
+    trainer = Pretraining(cfg, windows, out / "run", vocab=vocab, callback=selector)
     selector.trainer = trainer
     result = trainer.fit()
     if not selector.history or selector.history[-1]["step"] != result.step:

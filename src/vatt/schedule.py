@@ -1,7 +1,7 @@
 """The one learning-rate schedule: linear warmup, then a half-cosine to a final rate.
 
 Pretraining (:mod:`vatt.train.optim`, official: 1e-4 -> 5e-5) and fine-tuning
-(:mod:`vatt.eval.finetune`, cosine to 0) both use :func:`lr_at`.
+(:mod:`vatt.train.finetune`, cosine to 0) both use :func:`lr_at`.
 """
 
 from __future__ import annotations

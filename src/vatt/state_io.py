@@ -1,7 +1,7 @@
 """The one serialiser of nested states (optimizer, RNG, schedules) without pickle: tensors go to a
 safetensors file and everything else (dicts, lists, numbers, strings) to a JSON skeleton that names
 them. Used by training checkpoints (:mod:`vatt.train.checkpoint`) and fine-tuning checkpoints
-(:mod:`vatt.eval.finetune`)."""
+(:mod:`vatt.train.finetune`)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``vatt eval retrieval|linear``, ``vatt finetune``, ``vatt embed``, ``vatt search``,
+"""``vatt eval retrieval|linear``, ``vatt embed``, ``vatt search``,
 ``vatt visualize``: argument parsing and tables only; the work is in :mod:`vatt.eval` and
 :mod:`vatt.tools`."""
 
@@ -8,7 +8,7 @@ import argparse
 import json
 import sys
 
-from .args import nonnegative_float, nonnegative_int, positive_float, positive_int
+from .args import nonnegative_int, positive_float, positive_int
 from .progress import Bars
 
 
@@ -83,38 +83,6 @@ def _linear(args) -> int:
     _print_table(["classifier", "accuracy %", "per split %"],
                  [[c, f"{100 * r['accuracy']:.1f}", " ".join(f"{100 * a:.1f}" for a in r["split_accuracies"])]
                   for c, r in results.items() if c in classifiers])
-    return 0
-
-
-# -- vatt finetune -------------------------------------------------------------------------------
-# Flags that are shorthands for `--set KEY=VALUE` (the defaults live in FinetuneConfig only).
-FINETUNE_FLAGS = {"steps": "steps", "batch_size": "batch_size", "lr": "lr", "warmup": "warmup_steps",
-                  "windows": "test_windows", "crops": "test_crops", "crop_size": "crop_size", "mixup": "mixup_alpha",
-                  "checkpoint_every": "checkpoint_every", "workers": "num_workers", "seed": "seed"}
-
-
-def _finetune(args) -> int:
-    import shlex
-
-    from ..config_engine import parse_overrides
-    from ..eval.finetune import finetune, load_finetune_config
-
-    overrides = parse_overrides(args.overrides)
-    overrides.update({key: getattr(args, flag) for flag, key in FINETUNE_FLAGS.items() if getattr(args, flag) is not None})
-    if args.config is not None and args.task is not None:
-        overrides["task"] = args.task
-    cfg = load_finetune_config(args.config or args.task or "video", overrides)
-    cfg.command = shlex.join(["vatt", *map(str, args.argv)])
-    model = _load(args)
-    result = finetune(model, args.train, args.val, args.out, config=cfg, device=args.device,
-                      progress=None if args.json else Bars())
-    if args.json:
-        _dump(result)
-        return 0
-    print(f"fine-tuned for {result['steps']} steps ({cfg.task}, {result['num_classes']} classes); "
-          f"checkpoint in {args.out}/checkpoint")
-    keys = [k for k in ("top1", "top5", "mAP", "AUC", "d_prime") if k in result]
-    _print_table(["metric", "value"], [[k, result[k]] for k in keys] + [["chance", result["chance"]]])
     return 0
 
 
@@ -201,34 +169,6 @@ def register(sub) -> None:
     p.add_argument("--json", action="store_true")
     _common(p)
     p.set_defaults(func=_linear)
-
-    p = sub.add_parser("finetune", help="fine-tune a backbone: video / audio (multi-label) / image classification",
-                       description="Fine-tune with the paper's recipes. Settings come from --config (a task preset "
-                                   "or a YAML file), then --set KEY=VALUE; the flags below are shorthands for --set.")
-    p.add_argument("--model", required=True)
-    p.add_argument("--config", default=None, metavar="PRESET|FILE",
-                   help="video, audio, image (the task's official recipe) or a YAML file (default: --task)")
-    p.add_argument("--task", choices=("video", "audio", "image"), default=None, help="the task (default: video)")
-    p.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
-                   help="config overrides, e.g. lr=0.01 label_smoothing=0")
-    p.add_argument("--train", required=True, help="labelled training source (image: folder of class folders)")
-    p.add_argument("--val", required=True, help="labelled test source")
-    p.add_argument("--out", required=True, help="output directory (checkpoints; rerun to resume)")
-    p.add_argument("--steps", type=positive_int, help="optimisation steps (default: 1000)")
-    p.add_argument("--lr", type=positive_float, help="peak SGD learning rate (official 0.005)")
-    p.add_argument("--warmup", type=nonnegative_int, help="warmup steps (default 2500, capped at steps/10)")
-    p.add_argument("--windows", type=positive_int, help="test windows (default: 4)")
-    p.add_argument("--crops", type=int, choices=(1, 3), help="test crops per window (default: 3)")
-    p.add_argument("--crop-size", type=positive_int, default=None,
-                   help="training/test crop side (default: the model's; larger crops resample positions)")
-    p.add_argument("--mixup", type=nonnegative_float, help="audio mixup Beta(a, a); 0 = off (default: 5)")
-    p.add_argument("--checkpoint-every", type=positive_int)
-    p.add_argument("--seed", type=nonnegative_int)
-    p.add_argument("--json", action="store_true")
-    p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
-    p.add_argument("--batch-size", type=positive_int, help="clips per step (default: 8)")
-    p.add_argument("--workers", type=nonnegative_int, help="decoding processes (default: 0)")
-    p.set_defaults(func=_finetune)
 
     p = sub.add_parser("embed", help="embed a folder of videos, of audio files, or a text file (one sentence a line)")
     p.add_argument("src")

@@ -40,9 +40,12 @@ class Bars:
             self._bar = None
 
 
+EVAL_SHOWN = ("eval/top1", "eval/top5", "eval/mAP", "eval/AUC")
+
+
 class TrainingBar:
-    """A tqdm bar fed by the trainer's per-step metrics callback (rank 0 only); it appears with
-    the first step (a resumed run starts at its step)."""
+    """A tqdm bar fed by the training engine's per-step metrics callback (rank 0 only; pretraining
+    and fine-tuning); it appears with the first step (a resumed run starts at its step)."""
 
     def __init__(self, total: int, desc: str = "pretrain"):
         self.total, self.desc = total, desc
@@ -62,14 +65,18 @@ class TrainingBar:
             r1 = [v for k, v in m["eval"].items() if k.endswith("text_to_video/R@1")]
             if r1:
                 self.bar.write(f"step {m['step']}: zero-shot text->video R@1 = {r1[0]:.3f}")
+            shown = {k[len("eval/"):]: v for k, v in m["eval"].items() if k in EVAL_SHOWN}
+            if shown:  # fine-tuning's multi-view test
+                self.bar.write(f"step {m['step']}: validation " + ", ".join(f"{k} {v:.3f}" for k, v in shown.items()))
             return
         if not self.started:
             self.bar.n = self.bar.last_print_n = m["step"] - 1
             self.bar.start_t = self.bar._time()
             self.started = True
         mfu = f" MFU {100 * m['mfu']:.1f}%" if m.get("mfu") else ""
+        parts = f" (va {m['loss_va']:.3f}, vt {m['loss_vt']:.3f})" if "loss_va" in m else ""
         self.bar.set_postfix_str(
-            f"loss {m['loss']:.3f} (va {m['loss_va']:.3f}, vt {m['loss_vt']:.3f}) lr {m['lr']:.2e} "
+            f"loss {m['loss']:.3f}{parts} lr {m['lr']:.2e} "
             f"{m['clips_per_second']:.1f} clips/s{mfu} wait {100 * m['data_wait']:.0f}%"
             + (f" skipped {m['skipped_total']}" if m.get("skipped_total") else ""),
             refresh=False,

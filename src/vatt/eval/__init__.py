@@ -1,4 +1,5 @@
-"""Downstream protocols (SPEC §6): zero-shot retrieval, linear probe, fine-tuning, embeddings.
+"""Downstream protocols (SPEC §6): zero-shot retrieval, linear probe, embeddings (fine-tuning
+trains, so it runs on the training engine: :mod:`vatt.train.finetune`).
 
 ``metrics`` is pure tensor code; the protocol modules load data with :mod:`vatt.data` and run a
 :class:`vatt.model` model.
@@ -15,6 +16,5 @@ from .metrics import (  # noqa: F401
     topk_accuracy,
 )
 from .embed import embed_source, extract_features, load_embeddings, save_embeddings  # noqa: F401,E402
-from .finetune import FinetuneConfig, finetune  # noqa: F401,E402
 from .linear import linear_probe  # noqa: F401,E402
 from .retrieval import retrieval_from_features, zero_shot_retrieval  # noqa: F401,E402

@@ -138,7 +138,7 @@ class VATT(nn.Module):
         c = self.config.classifier
         if c is None:
             raise InputError("this model has no classification head (config.classifier is empty); fine-tune it "
-                             "with `vatt finetune` or vatt.eval.finetune.Classifier")
+                             "with `vatt finetune` or vatt.train.finetune.Classifier")
         if self.config.validate_inputs:
             getattr(self, f"check_{c.modality}")(x)
         logits = self.classifier(self.features(x, c.modality))

@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import weakref
 from typing import Iterator
 
 import numpy as np
@@ -38,35 +39,30 @@ log = logging.getLogger(__name__)
 
 MAX_LOADER_RESTARTS = 3  # per run; a loader that keeps failing is a problem to report, not retry
 
-# True while the main process waits for a batch: a stop request may interrupt only then (see
-# vatt.train.loop), and a dead worker is reported only then (torch would raise anywhere).
-_WAITING = [False]
-
-
-def waiting_for_data() -> bool:
-    return _WAITING[0]
-
-
 class LoaderFailed(DataError):
     """The data loader's workers died or stopped answering more often than we restart them."""
 
 
-def _defer_worker_failure_reports() -> None:
+def _defer_worker_failure_reports(batches: "TrainBatches") -> None:
     """torch's SIGCHLD handler raises "DataLoader worker ... exited unexpectedly" wherever the
-    main process happens to be (mid-backward, mid-checkpoint). Let it raise only while we wait
-    for data, where :meth:`TrainBatches.__next__` restarts the loader; between waits the failure
-    is found by the worker health check at the next wait."""
+    main process happens to be (mid-backward, mid-checkpoint). Let it raise only while
+    ``batches`` waits for data, where :meth:`TrainBatches.__next__` restarts the loader; between
+    waits the failure is found by the worker health check at the next wait. The handler reads the
+    flag of this ``batches`` object (held weakly), not a module global."""
     if threading.current_thread() is not threading.main_thread():
         return
     current = signal.getsignal(signal.SIGCHLD)
-    if not callable(current) or getattr(current, "_vatt_deferred", False):
+    inner = getattr(current, "_vatt_inner", current)  # ours from an earlier loader: wrap torch's again
+    if not callable(inner):
         return
+    ref = weakref.ref(batches)
 
-    def handler(signum, frame, _inner=current):
-        if _WAITING[0]:
-            _inner(signum, frame)
+    def handler(signum, frame):
+        owner = ref()
+        if owner is not None and owner.waiting:
+            inner(signum, frame)
 
-    handler._vatt_deferred = True
+    handler._vatt_inner = inner
     signal.signal(signal.SIGCHLD, handler)
 
 
@@ -172,6 +168,9 @@ class TrainBatches:
         self.timeout = timeout
         self.restarts = 0
         self._it = None
+        # True while the main process waits for a batch: a stop request may interrupt only then
+        # (vatt.train.engine.StopFlag reads it), and a dead worker is reported only then.
+        self.waiting = False
 
     def _stream_start(self, saved: dict | None, seed: int, consumed: int) -> dict:
         fresh = {"workers": self.workers, "next": 0, "positions": [None] * self.workers}
@@ -191,7 +190,7 @@ class TrainBatches:
         while True:
             if self._it is None:
                 self._it = iter(self.loader)
-                _defer_worker_failure_reports()
+                _defer_worker_failure_reports(self)
             dead = _dead_workers(self.loader)
             # torch's timeout covers the wait for a batch, not receiving it: a worker stopped while
             # sending a batch in shared memory blocks the receive forever. Past the timeout the
@@ -201,7 +200,7 @@ class TrainBatches:
                 watchdog = threading.Timer(self.timeout + 1, self._kill_workers)
                 watchdog.daemon = True
                 watchdog.start()
-            _WAITING[0] = True
+            self.waiting = True
             try:
                 if dead:
                     raise RuntimeError(f"DataLoader worker(s) died: {', '.join(dead)}")
@@ -216,7 +215,7 @@ class TrainBatches:
             else:
                 failure = None
             finally:
-                _WAITING[0] = False
+                self.waiting = False
                 if watchdog is not None:
                     watchdog.cancel()
             if failure is None:

@@ -213,6 +213,8 @@ def load_checkpoint(path: str | os.PathLike, *, model, optimizer=None, restore_r
     except (OSError, ValueError, SafetensorError) as e:
         raise CheckpointError(f"{path} is not a readable checkpoint: {e}") from None
     check_trainer_state(path, trainer)
+    if hasattr(model, "state_from_saved"):  # a module saved under other names (fine-tuning's Classifier)
+        weights = model.state_from_saved(weights)
     fqn = trainer.get("optimizer_format") == "fqn"
     if optimizer is not None and fqn != sharded:
         raise CheckpointError(

@@ -1,4 +1,5 @@
-"""Pretraining configuration: one dataclass, presets by name, YAML files, ``--set key=value``.
+"""Training configuration: the engine's settings shared by every run (:class:`RunConfig`) and
+pretraining's (:class:`TrainConfig`): presets by name, YAML files, ``--set key=value``.
 
 A run directory's ``config.yaml`` starts with the exact command that produced it::
 
@@ -111,41 +112,36 @@ class DataOptions(ConfigBase):
 
 
 @dataclass
-class TrainConfig(ConfigBase):
-    """One pretraining run.
+class RunConfig(ConfigBase):
+    """What the training engine needs of any run, pretraining or fine-tuning
+    (:class:`vatt.train.engine.Engine`); :class:`TrainConfig` and
+    :class:`vatt.train.finetune.FinetuneConfig` extend it with their recipes.
 
     Args:
-        model: model preset name (``tiny``, ``bbs``, ``mbs``, ``lbs``, ``ma-medium``).
-        model_overrides: dotted model-config overrides (``{"video.drop_rate": 0.25}``).
         steps: optimiser steps of the run.
-        batch_size: global batch per optimiser step (all ranks x accumulation micro-batches);
-            official 2048. Must divide by ``world_size * grad_accum``.
-        grad_accum: micro-batches per optimiser step. Contrastive negatives come from one
-            micro-batch of every rank (``batch_size / grad_accum`` clips), not the whole step.
+        batch_size: global batch per optimiser step (all ranks x accumulation micro-batches).
+            Must divide by ``world_size * grad_accum``.
+        grad_accum: micro-batches per optimiser step.
         precision: "fp32", "bf16" (autocast, CPU and GPU) or "fp16" (autocast + GradScaler, GPU).
         activation_checkpointing: recompute transformer blocks in the backward to save memory.
         compile: ``torch.compile`` the model.
         fsdp: shard the model with FSDP2 (``fully_shard``: each transformer block, then the root)
             instead of DDP when there is more than one rank; for the large presets. Checkpoints
-            hold full states as in any run. Not with ``eval_every`` (evaluation runs on rank 0).
+            hold full states as in any run.
         device: "auto" (CUDA when available), "cpu", "cuda".
-        seed: seeds parameters, data order, augmentation and DropToken.
+        seed: seeds parameters, data order, augmentation and the random draws of the step.
         log_every: steps between metric lines in ``metrics.jsonl``.
         checkpoint_every: steps between checkpoints (also written at the end and on SIGTERM/SIGINT).
         keep_last: complete checkpoints kept (0 = all).
-        eval_every: steps between zero-shot retrievals on ``data.eval_sources`` (0 = never).
+        eval_every: steps between evaluations (0 = never): zero-shot retrieval on
+            ``data.eval_sources`` when pretraining, the multi-view test on the validation set
+            when fine-tuning.
         max_bad_steps: consecutive non-finite steps that abort the run.
         max_minutes: stop after this much training time (checkpoint + final model, resumable);
             0 = no limit.
-        vocab: a ``vocab.json``; empty = build from the training captions.
         command: the command line that made this config (written by the CLI).
     """
 
-    model: str = "mbs"
-    model_overrides: dict[str, Any] = field(default_factory=dict)
-    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    data: DataOptions = field(default_factory=DataOptions)
     steps: int = 500_000
     batch_size: int = 2048
     grad_accum: int = 1
@@ -161,11 +157,9 @@ class TrainConfig(ConfigBase):
     eval_every: int = 0
     max_bad_steps: int = 10
     max_minutes: float = 0.0
-    vocab: str = ""
     command: str = ""
 
     def check(self) -> None:
-        check_choice(self.model, "model", list_presets())
         check_choice(self.precision, "precision", PRECISIONS)
         for name in ("steps", "batch_size", "grad_accum", "log_every", "checkpoint_every", "max_bad_steps"):
             check_number(getattr(self, name), name, low=1)
@@ -176,12 +170,6 @@ class TrainConfig(ConfigBase):
             raise ConfigError(f"batch_size={self.batch_size} must be a multiple of grad_accum={self.grad_accum}")
         if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
             raise ConfigError(f"device must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
-        self.model_overrides = flatten(self.model_overrides)
-        self.model_config()  # fail now on a bad model override, not mid-run
-
-    def model_config(self):
-        """The ModelConfig of this run (preset + overrides), validated."""
-        return get_config(self.model, self.model_overrides)
 
     def micro_batch_size(self, world_size: int) -> int:
         """Clips per rank per forward: ``batch_size / (world_size * grad_accum)``."""
@@ -192,6 +180,39 @@ class TrainConfig(ConfigBase):
                 f"split over {world_size} ranks"
             )
         return per // world_size
+
+
+@dataclass
+class TrainConfig(RunConfig):
+    """One pretraining run: the engine's settings (:class:`RunConfig`: steps, batch_size,
+    precision, ...; official batch 2048 for 500k steps) and the pretraining recipe.
+
+    Args:
+        model: model preset name (``tiny``, ``bbs``, ``mbs``, ``lbs``, ``ma-medium``).
+        model_overrides: dotted model-config overrides (``{"video.drop_rate": 0.25}``).
+        objective, optim, data: the contrastive objective, Adam and its schedule, data options.
+        grad_accum: (see :class:`RunConfig`) contrastive negatives come from one micro-batch of
+            every rank (``batch_size / grad_accum`` clips), not the whole step.
+        fsdp: (see :class:`RunConfig`) not with ``eval_every`` (evaluation runs on rank 0).
+        vocab: a ``vocab.json``; empty = build from the training captions.
+    """
+
+    model: str = "mbs"
+    model_overrides: dict[str, Any] = field(default_factory=dict)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    data: DataOptions = field(default_factory=DataOptions)
+    vocab: str = ""
+
+    def check(self) -> None:
+        check_choice(self.model, "model", list_presets())
+        super().check()
+        self.model_overrides = flatten(self.model_overrides)
+        self.model_config()  # fail now on a bad model override, not mid-run
+
+    def model_config(self):
+        """The ModelConfig of this run (preset + overrides), validated."""
+        return get_config(self.model, self.model_overrides)
 
     # -- serialisation ---------------------------------------------------------------------------
     def override(self, overrides: Mapping[str, Any] | Sequence[str] | None = None, **kwargs: Any) -> "TrainConfig":

@@ -81,6 +81,8 @@ def full_states(model: nn.Module, optimizer: torch.optim.Optimizer | None):
 
 def saveable(model: nn.Module, state: dict):
     """Something with the model's ``save_pretrained`` that writes ``state`` (full tensors)."""
+    if hasattr(model, "state_from_saved"):  # renames its keys when saving (fine-tuning's Classifier)
+        return SimpleNamespace(save_pretrained=lambda d: model.save_pretrained(d, state=state))
     view = SimpleNamespace(state_dict=lambda: state, tokenizer=model.tokenizer, config=model.config)
     return SimpleNamespace(save_pretrained=lambda d: type(model).save_pretrained(view, d))
 

@@ -1,8 +1,11 @@
-"""Fine-tuning: recipe pieces, checkpoints and resume, the audio and image tasks."""
+"""Fine-tuning on the training engine: recipe pieces, checkpoints and resume (the pretraining
+contract), the audio and image tasks."""
 
 import json
 import logging
 import math
+import os
+import signal
 
 import numpy as np
 import pytest
@@ -10,14 +13,15 @@ import torch
 
 import vatt
 from vatt.errors import CheckpointError, ConfigError
-from vatt.eval.finetune import (
+from vatt.train import checkpoint as C
+from vatt.train.finetune import (
     Classifier,
     FinetuneConfig,
+    FineTuning,
     ImageFolder,
     finetune,
+    finetune_run,
     inverse_frequency_weights,
-    load_checkpoint,
-    make_optimizer,
     mixup,
 )
 
@@ -83,46 +87,79 @@ def test_config_rejects_unknown_task():
 
 
 def _short(**kw):
-    base = dict(steps=2, batch_size=4, warmup_steps=1, test_windows=1, test_crops=1, checkpoint_every=1, lr=0.01)
+    base = dict(steps=2, batch_size=4, warmup_steps=1, test_windows=1, test_crops=1, checkpoint_every=1, lr=0.01,
+                log_every=1)
     base.update(kw)
     return base
 
 
-def test_finetune_writes_checkpoints_and_resumes(synth_corpus, tmp_path, caplog):
+def test_finetune_writes_checkpoints_and_resumes_like_pretraining(synth_corpus, tmp_path, caplog):
     lab = synth_corpus / "labelled"
-    model = vatt.create_model("tiny")
+    args = (str(lab / "train.csv"), str(lab / "test.csv"))
     out = tmp_path / "ft"
-    res = finetune(model, str(lab / "train.csv"), str(lab / "test.csv"), out, **_short())
-    assert set(res) >= {"top1", "top5", "chance", "num_classes"} and res["num_classes"] == 4
-    ckpt = out / "checkpoint"
-    state = json.loads((ckpt / "state.json").read_text())
-    assert state["step"] == 2 and state["classes"] == ["circle", "square", "triangle", "cross"]
-    assert (ckpt / "model.safetensors").is_file() and (ckpt / "optimizer.safetensors").is_file()
+    res = finetune(vatt.create_model("tiny"), *args, out, **_short())
+    assert set(res) >= {"top1", "top5", "chance", "num_classes", "num_test"} and res["num_classes"] == 4
+    assert res["classes"] == ["circle", "square", "triangle", "cross"]
+    assert [p.name for p in C.list_checkpoints(out)] == ["step_0000001", "step_0000002"]  # keep_last 2
     assert json.loads((out / "results.json").read_text())["top1"] == res["top1"]
-    assert not list(out.glob(".checkpoint*"))  # no temporary folders left behind
+    assert (out / "config.yaml").is_file() and (out / "summary.json").is_file()
+    assert [m["step"] for m in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())] == [1, 2]
 
-    # the checkpoint restores the fine-tuned weights and the SGD momentum exactly
-    trained = {k: v.clone() for k, v in Classifier(model, "video", 4).state_dict().items() if k.startswith("backbone")}
-    fresh_model = vatt.create_model("tiny")
-    fresh = Classifier(fresh_model, "video", 4)
-    opt = make_optimizer(fresh, FinetuneConfig())
-    load_checkpoint(ckpt, fresh, opt)
-    for k, v in fresh.state_dict().items():
-        if k in trained:
-            torch.testing.assert_close(v, trained[k])
-    assert all("momentum_buffer" in s for s in opt.state.values()) and len(opt.state) > 0
+    # The final model and every checkpoint are fine-tuned VATT models: the head and the class names
+    # travel with them, and classify() gives the classifier's logits.
+    final = vatt.load_model(out / "model")
+    assert final.config.classifier.classes == res["classes"] and final.config.classifier.num_classes == 4
+    ckpt_model = vatt.load_model(C.latest_checkpoint(out))
+    x = torch.rand(2, 8, 64, 64, 3) * 2 - 1
+    torch.testing.assert_close(final.classify(x), ckpt_model.classify(x))
+    clf = Classifier(final, "video", 4, dropout=0.0).eval()  # starts from the saved head
+    torch.testing.assert_close(clf(x), final.classify(x))
 
-    # rerunning the same command continues from step 2
-    caplog.set_level(logging.INFO, logger="vatt.eval.finetune")
-    finetune(vatt.create_model("tiny"), str(lab / "train.csv"), str(lab / "test.csv"), out, **_short(steps=3))
-    assert "resuming fine-tuning from step 2 of 3" in caplog.text
-    assert json.loads((ckpt / "state.json").read_text())["step"] == 3
+    # As for pretraining: an existing run is refused without --resume auto ...
+    with pytest.raises(CheckpointError, match="--resume auto"):
+        finetune(vatt.create_model("tiny"), *args, out, **_short(steps=3))
+    # ... and continued with it, restoring weights, momentum and the step.
+    caplog.set_level(logging.INFO, logger="vatt.train.engine")
+    res3 = finetune(vatt.create_model("tiny"), *args, out, resume="auto", **_short(steps=3))
+    assert "resumed from" in caplog.text and "step_0000002" in caplog.text
+    assert res3["steps"] == 3 and C.latest_checkpoint(out).name == "step_0000003"
 
 
-def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
-    (tmp_path / "state.json").write_text("{not json")
-    with pytest.raises(CheckpointError, match="corrupt"):
-        load_checkpoint(tmp_path, Classifier(vatt.create_model("tiny"), "video", 2))
+def test_resume_is_exact_after_an_interruption(synth_corpus, tmp_path):
+    """SIGTERM-like stop at step 2 of 4, then --resume auto: the same weights as an uninterrupted run
+    (data order, augmentation, dropout and the SGD momentum all restored)."""
+    lab = synth_corpus / "labelled"
+    args = (str(lab / "train.csv"), str(lab / "test.csv"))
+    kw = _short(steps=4, checkpoint_every=3, head_dropout=0.5)
+
+    def pretrained():  # the same starting weights for both runs
+        torch.manual_seed(7)
+        return vatt.create_model("tiny")
+
+    finetune(pretrained(), *args, tmp_path / "full", **kw)
+
+    def stop_at_2(m):  # between periodic checkpoints
+        if m.get("step") == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    part = finetune_run(pretrained(), *args, tmp_path / "part", FinetuneConfig().override(kw),
+                        callback=stop_at_2)
+    assert (part.stopped, part.step, part.metrics) == ("signal", 2, {})
+    assert not (tmp_path / "part" / "model").exists() and not (tmp_path / "part" / "results.json").exists()
+    finetune(vatt.create_model("tiny"), *args, tmp_path / "part", resume="auto", **kw)
+    a = vatt.load_model(tmp_path / "full" / "model").state_dict()
+    b = vatt.load_model(tmp_path / "part" / "model").state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    full = [json.loads(x)["loss"] for x in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
+    part = [json.loads(x)["loss"] for x in (tmp_path / "part" / "metrics.jsonl").read_text().splitlines()]
+    assert part == full
+
+
+def test_an_old_fine_tuning_folder_is_a_clear_error(tmp_path):
+    (tmp_path / "checkpoint").mkdir()
+    (tmp_path / "checkpoint" / "state.json").write_text('{"format": "vatt-finetune-2", "step": 3}')
+    with pytest.raises(CheckpointError, match="older vatt"):
+        finetune(vatt.create_model("tiny"), "unused", "unused", tmp_path, resume="auto", **_short())
 
 
 def test_audio_task_runs_multilabel_recipe(synth_corpus):
@@ -220,32 +257,40 @@ def test_audio_task_on_multi_label_set_reports_map_auc_dprime(synth_corpus, tmp_
     assert res["num_classes"] == len({r["shape"] for r in rows} | {r["colour"] for r in rows})
 
 
-def test_checkpoint_of_another_class_count_is_a_clear_error(tmp_path):
-    from vatt.eval.finetune import save_checkpoint
+def test_resuming_with_another_class_count_is_a_clear_error(synth_corpus, tmp_path):
+    lab = synth_corpus / "labelled"
+    finetune(vatt.create_model("tiny"), str(lab / "train.csv"), str(lab / "test.csv"), tmp_path, **_short(steps=1))
+    import csv
 
-    clf = Classifier(vatt.create_model("tiny"), "video", 4)
-    save_checkpoint(tmp_path, clf, make_optimizer(clf, FinetuneConfig()), 1, {})
-    with pytest.raises(CheckpointError, match="does not match"):
-        load_checkpoint(tmp_path / "checkpoint", Classifier(vatt.create_model("tiny"), "video", 5))
+    rows = list(csv.DictReader(open(lab / "train.csv")))
+    keep = [r for r in rows if r["label"] in ("circle", "square")]
+    (tmp_path / "two.csv").write_text("\n".join([",".join(rows[0].keys())] + [",".join(r.values()) for r in keep]) + "\n")
+    with pytest.raises(ConfigError, match="fine-tuned on 4 classes .*this training set has 2"):
+        finetune(vatt.create_model("tiny"), str(tmp_path / "two.csv"), str(lab / "test.csv"), tmp_path,
+                 resume="auto", **_short(steps=2))
 
 
-def test_train_step_clips_only_the_backbone_gradients():
-    from vatt.eval.finetune import train_step
-
+def test_step_clips_only_the_backbone_gradients(synth_corpus, tmp_path):
     torch.manual_seed(0)
-    clf = Classifier(vatt.create_model("tiny"), "video", 3, dropout=0.0)
-    torch.nn.init.normal_(clf.head.weight, std=1.0)  # large logits -> large gradients everywhere
-    cfg = FinetuneConfig(lr=0.0, label_smoothing=0.1)  # lr 0 keeps the gradients inspectable
-    opt = make_optimizer(clf, cfg)
-    x, y = torch.rand(4, 8, 64, 64, 3) * 2 - 1, torch.tensor([0, 1, 2, 0])
-    loss = train_step(clf, opt, x, y, cfg)
-    assert loss.ndim == 0 and not loss.requires_grad
+    lab = synth_corpus / "labelled"
+    cfg = FinetuneConfig().override(_short(lr=0.0, label_smoothing=0.1, head_dropout=0.0))
+    eng = FineTuning(vatt.create_model("tiny"), str(lab / "train.csv"), str(lab / "test.csv"), cfg, tmp_path)
+    eng.setup()
+    try:
+        torch.nn.init.normal_(eng.model.head.weight, std=1.0)  # large logits -> large gradients everywhere
+        x, y = torch.rand(4, 8, 64, 64, 3) * 2 - 1, torch.tensor([0, 1, 2, 0])
+        loss = eng.compute_loss({"video": x, "label": y})["loss"]
+        loss.backward()
+        total = eng._clip()
 
-    def norm(params):
-        return torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params if p.grad is not None]))
+        def norm(params):
+            return torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params if p.grad is not None]))
 
-    assert norm(clf.backbone.parameters()) == pytest.approx(0.75, rel=1e-4)  # clipped to 0.75
-    assert norm(clf.head.parameters()) > 0.75  # the head is not clipped
+        assert norm(eng.model.backbone.parameters()) == pytest.approx(0.75, rel=1e-4)  # clipped to 0.75
+        assert norm(eng.model.head.parameters()) > 0.75  # the head is not clipped
+        assert float(total) > 0.75  # the logged norm is the one before clipping, of everything
+    finally:
+        eng.close()
 
 
 def test_larger_crops_resample_positions(synth_corpus):
@@ -253,7 +298,7 @@ def test_larger_crops_resample_positions(synth_corpus):
     res = finetune(vatt.create_model("tiny"), str(lab / "train.csv"), str(lab / "test.csv"), None,
                    **_short(steps=1, crop_size=96))  # tiny: 64 px -> a 6x6 instead of 4x4 grid
     assert res["steps"] == 1 and res["num_test"] > 0
-    from vatt.eval.finetune import build_test_dataset
+    from vatt.train.finetune import build_test_dataset
 
     item = build_test_dataset(vatt.create_model("tiny"), str(lab / "test.csv"),
                               FinetuneConfig(crop_size=96, test_windows=1, test_crops=1))[0]
