@@ -22,7 +22,12 @@ hits all three alike (ratios are medians of per-repetition ratios):
     every second, H.264 tune=fastdecode), read as shard members (bytes), as training does;
   - ``naive``: PyAV decoding every frame of a window of the same length at source resolution
     into RGB arrays, with its audio (seek, ``to_ndarray(format="rgb24")`` per frame; no resize,
-    no augmentation).
+    no augmentation);
+  - ``naive_prepared``: the same naive decoder on the prepared bytes (the floor for reading them).
+
+  ``raw`` and ``prepared`` stop where a training loader's worker stops (``device_augment``: uint8
+  crops plus colour maps; the colour step runs on the training device). Ratios are given in CPU
+  time and by the wall clock (``wall_clock_ratios``).
 * ``profile``: where one paper-geometry clip's time goes (cProfile, CPU ms per clip), raw and prepared.
 * ``loader_2_workers``: clips/s through ``make_loader(num_workers=2)``, raw and prepared.
 * ``training_run``: ``vatt pretrain --config tiny`` (batch 8, 2 loader workers, streaming) on the
@@ -139,19 +144,24 @@ def naive_clip(path: Path, start: float, seconds: float) -> tuple[np.ndarray, np
 
 
 def per_core(web: list[Path], raw: list[ClipRef], prep: list[ClipRef], cfg: DataConfig, n_slow: int, n_fast: int,
-             reps: int) -> dict:
-    """Interleaved timing of raw, prepared and naive; one torch thread (one loader worker's core)."""
+             reps: int, prep_files: list[Path]) -> dict:
+    """Interleaved timing of raw, prepared and naive; one torch thread (one loader worker's core).
+
+    ``raw`` and ``prepared`` run what a training loader's worker runs (``device_augment``: uint8
+    crops and colour maps; the colour step runs on the training device). ``naive`` decodes the
+    source files, ``naive_prepared`` the same prepared bytes the loader reads (``prep_files``)."""
     torch.set_num_threads(1)
     rng = np.random.default_rng(0)
     span = cfg.clip_seconds
+    worker_cfg = cfg.replace(device_augment=True)
 
     def run_samples(refs, n):
         for k in range(n):
-            load_sample(refs[k % len(refs)], cfg, None, train=True, rng=rng)
+            load_sample(refs[k % len(refs)], worker_cfg, None, train=True, rng=rng)
 
-    def run_naive(n):
+    def run_naive(n, files=web):
         for k in range(n):
-            naive_clip(web[k % len(web)], float(rng.uniform(0, 8.0 - span)), span)
+            naive_clip(files[k % len(files)], float(rng.uniform(0, 8.0 - span)), span)
 
     def decode_only(refs, n):
         for k in range(n):
@@ -161,7 +171,8 @@ def per_core(web: list[Path], raw: list[ClipRef], prep: list[ClipRef], cfg: Data
                        sample_rate=cfg.sample_rate, num_samples=cfg.num_samples, short_side=cfg.resize * 2)
 
     jobs = {"raw": (lambda: run_samples(raw, n_slow), n_slow), "prepared": (lambda: run_samples(prep, n_fast), n_fast),
-            "naive": (lambda: run_naive(n_slow), n_slow), "prepared_decode_only": (lambda: decode_only(prep, n_fast), n_fast)}
+            "naive": (lambda: run_naive(n_slow), n_slow), "prepared_decode_only": (lambda: decode_only(prep, n_fast), n_fast),
+            "naive_prepared": (lambda: run_naive(n_fast, prep_files), n_fast)}
     rates: dict[str, list[float]] = {k: [] for k in jobs}  # clips per CPU-second of this process
     wall: dict[str, list[float]] = {k: [] for k in jobs}  # clips per wall-clock second
     for rep in range(reps + 1):  # the first repetition warms up
@@ -173,13 +184,17 @@ def per_core(web: list[Path], raw: list[ClipRef], prep: list[ClipRef], cfg: Data
                 wall[name].append(n / (time.perf_counter() - t0))
     torch.set_num_threads(THREADS)
     med = {k: statistics.median(v) for k, v in rates.items()}
-    ratio = lambda a, b: round(statistics.median(x / y for x, y in zip(rates[a], rates[b])), 2)  # noqa: E731
+    ratio = lambda a, b, r=rates: round(statistics.median(x / y for x, y in zip(r[a], r[b])), 2)  # noqa: E731
     return {"raw_clips_s": round(med["raw"], 2), "prepared_clips_s": round(med["prepared"], 2),
-            "naive_clips_s": round(med["naive"], 2), "prepared_vs_naive": ratio("prepared", "naive"),
+            "naive_clips_s": round(med["naive"], 2), "naive_prepared_clips_s": round(med["naive_prepared"], 2),
+            "prepared_vs_naive": ratio("prepared", "naive"),
+            "prepared_vs_naive_prepared": ratio("prepared", "naive_prepared"),
+            "wall_clock_ratios": {"prepared_vs_naive": ratio("prepared", "naive", wall),
+                                  "prepared_vs_naive_prepared": ratio("prepared", "naive_prepared", wall)},
             "raw_vs_naive": ratio("raw", "naive"), "prepared_vs_raw": ratio("prepared", "raw"),
             "prepared_decode_share": round(min(1.0, med["prepared"] / med["prepared_decode_only"]), 2),
             "wall_clock_clips_s": {k: round(statistics.median(v), 2) for k, v in wall.items()},
-            "reps": reps, "clips_per_rep": {"raw": n_slow, "prepared": n_fast, "naive": n_slow},
+            "reps": reps, "clips_per_rep": {"raw": n_slow, "prepared": n_fast, "naive": n_slow, "naive_prepared": n_fast},
             "unit": "clips per CPU-second of the worker process (clips/s of a core it had to itself); "
                     "wall_clock_clips_s: the same runs by the clock, lower when other jobs share the cores"}
 
@@ -354,7 +369,11 @@ def main(argv=None) -> int:
         result["per_core"] = {}
         for name, cfg, n_slow, n_fast in (("demo", DEMO, 4 if q else 8, 8 if q else 32), ("paper", PAPER, 1 if q else 3, 4 if q else 16)):
             log(f"per core: raw / prepared / naive, {name} geometry")
-            result["per_core"][name] = per_core(web, raw, prep[name], cfg, n_slow, n_fast, reps)
+            files = []  # the prepared clips as files, for the naive decoder on the same bytes
+            for i, r in enumerate(prep[name]):
+                files.append(tmp / f"prep_{name}_{i}.mp4")
+                files[-1].write_bytes(r.data)
+            result["per_core"][name] = per_core(web, raw, prep[name], cfg, n_slow, n_fast, reps, files)
         log("profile of a paper-geometry clip")
         result["profile"] = {"paper": {"raw": profile(raw, PAPER, 2 if q else 6), "prepared": profile(prep["paper"], PAPER, 8 if q else 32)}}
         result["loader_2_workers"] = {}

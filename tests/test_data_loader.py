@@ -196,6 +196,48 @@ def test_fast_train_augmentation_equals_the_step_by_step_reference(shape):
             assert torch.allclose(out, ref, atol=1e-5), (mode, seed, float((out - ref).abs().max()))
 
 
+@pytest.mark.parametrize("shape", [(6, 96, 128), (4, 73, 100)])
+def test_deferred_colour_equals_the_step_by_step_reference(shape):
+    """Workers hand over uint8 crops + a colour map; the batched map on the device gives what the
+    step-by-step reference gives (and what the float worker path gives) within fp32 rounding,
+    drawing the same random numbers (the next draw after each clip is the same)."""
+    frames = np.random.default_rng(2).integers(0, 256, size=(*shape, 3), dtype=np.uint8)
+    for mode in ("official", "inception"):
+        cfg = DataConfig(crop_mode=mode, device_augment=True)
+        clips, maps, refs, floats = [], [], [], []
+        for seed in range(12):  # covers flipped / not, jittered / not
+            r1, r2, r3 = (np.random.default_rng(seed) for _ in range(3))
+            u8, color = transforms.train_video_deferred(frames, cfg, r1)
+            assert u8.dtype == torch.uint8 and color.shape == (3, 4)
+            refs.append(reference_train_video(frames, cfg, r2))
+            floats.append(transforms.train_video(frames, cfg, r3))
+            assert r1.random() == r2.random() == r3.random()  # the same draws, in the same order
+            clips.append(u8)
+            maps.append(color)
+        out = transforms.finish_batch({"video": torch.stack(clips), "video_affine": torch.stack(maps), "audio": 1})
+        assert set(out) == {"video", "audio"} and out["video"].dtype == torch.float32
+        torch.testing.assert_close(out["video"], torch.stack(refs), atol=1e-5, rtol=0)
+        torch.testing.assert_close(out["video"], torch.stack(floats), atol=1e-6, rtol=0)
+        assert out["video"].min() >= -1 and out["video"].max() <= 1
+
+
+def test_device_augment_samples_travel_as_uint8_and_the_engine_finishes_them(synth_corpus):
+    from vatt.data import build_dataset
+    from vatt.data.loader import collate
+    from vatt.train.engine import to_device
+
+    cfg = DataConfig(device_augment=True)
+    ds = build_dataset(str(synth_corpus / "pretrain"), cfg, None, train=True, seed=0)
+    ref = build_dataset(str(synth_corpus / "pretrain"), DataConfig(), None, train=True, seed=0)
+    items = [ds.load(i, np.random.default_rng([0, i])) for i in range(3)]
+    floats = [ref.load(i, np.random.default_rng([0, i])) for i in range(3)]
+    assert items[0]["video"].dtype == torch.uint8 and items[0]["video"].element_size() * 4 == floats[0]["video"].element_size()
+    batch = to_device(collate(items), torch.device("cpu"))
+    assert "video_affine" not in batch
+    torch.testing.assert_close(batch["video"], torch.stack([f["video"] for f in floats]), atol=1e-6, rtol=0)
+    torch.testing.assert_close(batch["audio"], torch.stack([f["audio"] for f in floats]))
+
+
 def test_train_augmentation_is_the_same_in_a_worker_and_in_the_main_process():
     # Workers run one torch thread, the main process (num_workers=0) several: same clip, same bits.
     frames = np.random.default_rng(3).integers(0, 256, size=(8, 96, 128, 3), dtype=np.uint8)

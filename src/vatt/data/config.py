@@ -64,6 +64,11 @@ class DataConfig(AugmentConfig):
         num_captions: sentences per clip (5: the one at the window's centre and 4 neighbours).
         max_member_mb: a shard member larger than this is never read (counted ``too_large``), MiB
             (training: ``--set data.max_member_mb=64``).
+        device_augment: training samples leave the worker as uint8 crops (flipped) plus their
+            colour map (``"video_affine"`` ``[3, 4]``); :func:`vatt.data.transforms.finish_batch`
+            applies jitter, the 1/255 and the [-1, 1] mapping on the training device, batched
+            (a quarter of the bytes through shared memory, no float pass in the worker). The
+            training engine turns it on; every other reader gets float clips.
     """
 
     num_frames: int = 8
@@ -74,6 +79,7 @@ class DataConfig(AugmentConfig):
     max_words: int = 16
     num_captions: int = 5
     max_member_mb: float = 1024.0
+    device_augment: bool = False
 
     def check(self) -> None:
         super().check()

@@ -1,6 +1,8 @@
 """Batches in the Batch contract (docs/ARCHITECTURE.md), with bad samples skipped and counted.
 
-Workers decode and augment (uint8 -> float32 in [-1, 1] happens in the worker); the main
+Workers decode and augment (uint8 -> float32 in [-1, 1] happens in the worker, or, for training
+batches with ``DataConfig.device_augment``, on the training device:
+:func:`vatt.data.transforms.finish_batch`); the main
 process receives stacked tensors plus each sample's problem report and adds the reports to the
 dataset's statistics, so ``dataset.stats()`` / ``loader.stats()`` are exact with any number of
 workers.
@@ -19,7 +21,7 @@ from ..errors import DataError, VattError
 
 log = logging.getLogger(__name__)
 
-_TENSOR_KEYS = ("video", "audio", "text", "video_mask", "audio_mask", "text_mask", "label")
+_TENSOR_KEYS = ("video", "video_affine", "audio", "text", "video_mask", "audio_mask", "text_mask", "label")
 
 
 def collate(samples: list[dict]) -> dict:

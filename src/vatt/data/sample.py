@@ -121,9 +121,14 @@ def load_sample(
     T, c = cfg.num_frames, cfg.crop_size
     has_v = views[0] is not None
     has_a = audios[0] is not None
+    color = None
     if num_windows is None:
-        if has_v:
+        if has_v and train and cfg.device_augment:
+            video, color = transforms.train_video_deferred(views[0], cfg, rng)
+        elif has_v:
             video = transforms.train_video(views[0], cfg, rng) if train else transforms.eval_video(views[0], cfg)[0]
+        elif train and cfg.device_augment:
+            video, color = torch.zeros(T, c, c, 3, dtype=torch.uint8), torch.zeros(3, 4)  # maps to 0 (masked)
         else:
             video = torch.zeros(T, c, c, 3)
         if has_a:
@@ -149,6 +154,8 @@ def load_sample(
         "captions": sentences,
         "_events": events,
     }
+    if color is not None:
+        sample["video_affine"] = color
     if ref.label is not None and classes is not None:
         sample["label"] = _label_tensor(ref, len(classes), multi_label)
     return sample

@@ -10,6 +10,12 @@ parameters per clip, shared by all its frames. Evaluation: shorter side resized 
 The crop is located in source coordinates and only that region is resized, which equals
 "resize, then crop" up to interpolation and costs ``crop_size²`` per frame instead of the full
 frame. Output frames are float32 ``[T, crop, crop, 3]`` in [-1, 1].
+
+Deferred colour (``DataConfig.device_augment``, what training uses): the worker stops after the
+crop and flip and hands over uint8 frames plus the clip's colour map as a ``[3, 4]`` affine matrix
+(:func:`train_video_deferred`); :func:`finish_batch` applies the maps of a whole batch on the
+training device in one batched matrix product and one clip (:func:`apply_color_maps`). Same random
+draws, same result within fp32 rounding (4.8e-7 measured), a quarter of the bytes per clip.
 """
 
 from __future__ import annotations
@@ -145,6 +151,49 @@ def train_video(frames: np.ndarray, cfg: DataConfig, rng: np.random.Generator) -
     else:
         y = x.mul_(2.0 / 255.0).sub_(1.0)
     return y.permute(0, 2, 3, 1).contiguous()  # channels-last memory: the permute is free
+
+
+def train_video_deferred(frames: np.ndarray, cfg: DataConfig, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`train_video` up to the colour step: uint8 ``[T, crop, crop, 3]`` (cropped, resized,
+    flipped) and its colour map ``[3, 4]`` (``y = clip(M[:, :3] x + M[:, 3], -1, 1)`` on uint8 x),
+    drawing the same random numbers in the same order; :func:`apply_color_maps` finishes it."""
+    T, H, W, _ = frames.shape
+    box = _inception_box(H, W, rng) if cfg.crop_mode == "inception" else _official_box(H, W, cfg, rng)
+    x = _crop_resize_u8(frames, box, cfg.crop_size)  # [T, 3, c, c] uint8, channels-last
+    if cfg.flip and rng.random() < 0.5:
+        x = x.flip(3)
+    if cfg.color_jitter and rng.random() < cfg.color_jitter_prob:
+        with _OneThread():  # the same mean as train_video's (float32, one thread)
+            mean = x.to(torch.float32, memory_format=torch.channels_last).mean(dim=(0, 2, 3)) / 255.0
+            lin, off = _jitter_affine(mean, rng)
+        color = torch.cat([lin * (2.0 / 255.0), (off * 2.0 - 1.0)[:, None]], dim=1)
+    else:
+        color = IDENTITY_COLOR.clone()
+    return x.permute(0, 2, 3, 1).contiguous(), color
+
+
+# x / 255 * 2 - 1: the colour map of a clip without jitter
+IDENTITY_COLOR = torch.cat([torch.eye(3) * (2.0 / 255.0), -torch.ones(3, 1)], dim=1)
+
+
+def apply_color_maps(video: torch.Tensor, color: torch.Tensor) -> torch.Tensor:
+    """uint8 ``[B, T, H, W, 3]`` and colour maps ``[B, 3, 4]`` -> float32 ``[B, T, H, W, 3]`` in
+    [-1, 1], on the tensors' device: one batched ``[B, THW, 3] @ [B, 3, 3]`` plus offset, one clip."""
+    B = video.shape[0]
+    color = color.to(device=video.device, dtype=torch.float32)
+    x = video.reshape(B, -1, 3).to(torch.float32)
+    y = torch.baddbmm(color[:, None, :, 3], x, color[:, :, :3].transpose(1, 2))
+    return y.clamp_(-1.0, 1.0).reshape(video.shape)
+
+
+def finish_batch(batch: dict) -> dict:
+    """Finish a batch of deferred training clips (``"video_affine"`` present) on its device; other
+    batches pass unchanged. Call after moving the batch to the training device."""
+    if "video_affine" not in batch:
+        return batch
+    out = dict(batch)
+    out["video"] = apply_color_maps(out["video"], out.pop("video_affine"))
+    return out
 
 
 def eval_video(frames: np.ndarray, cfg: DataConfig, num_crops: int = 1) -> torch.Tensor:

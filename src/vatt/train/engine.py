@@ -32,6 +32,7 @@ import torch
 import torch.nn as nn
 
 from .. import distributed as D
+from ..data.transforms import finish_batch
 from ..errors import CheckpointError, ConfigError, DataError, VattError
 from . import checkpoint as C
 from .batches import TrainBatches
@@ -40,7 +41,7 @@ from .run_dir import RunDirectory
 
 log = logging.getLogger(__name__)
 
-BATCH_TENSORS = ("video", "audio", "text", "video_mask", "audio_mask", "text_mask", "label")
+BATCH_TENSORS = ("video", "video_affine", "audio", "text", "video_mask", "audio_mask", "text_mask", "label")
 
 
 class TrainingDiverged(VattError):
@@ -80,11 +81,13 @@ def resolve_device(name: str) -> torch.device:
 
 
 def to_device(batch: dict, device: torch.device) -> dict:
+    """Move a batch's tensors to ``device`` and finish deferred clips there (uint8 frames and
+    their colour maps -> float in [-1, 1]; ``DataConfig.device_augment``)."""
     out = dict(batch)
     for k in BATCH_TENSORS:
         if k in out and isinstance(out[k], torch.Tensor):
             out[k] = out[k].to(device, non_blocking=True)
-    return out
+    return finish_batch(out)
 
 
 def run_distributed(cfg_device: str, run: Callable[[], Any]):

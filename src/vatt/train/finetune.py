@@ -377,7 +377,9 @@ def build_train_dataset(model, source, cfg: FinetuneConfig, classes=None) -> Dat
                            train=True, seed=cfg.seed)
     from ..data.datasets import build_dataset
 
-    return build_dataset(source, _data_config(model, cfg), model.tokenizer, train=True, seed=cfg.seed, classes=classes)
+    # device_augment: uint8 crops leave the workers; the engine finishes them on the device (to_device)
+    data = _data_config(model, cfg).replace(device_augment=True)
+    return build_dataset(source, data, model.tokenizer, train=True, seed=cfg.seed, classes=classes)
 
 
 def build_test_dataset(model, source, cfg: FinetuneConfig, classes=None) -> Dataset:
