@@ -208,7 +208,7 @@ def write_audioset(root: Path) -> dict:
                               ("--BfvyPmVMo", 20.0, 30.0, [3], "{y}_20.wav")],
     }
     for fname, segs in segments.items():
-        lines = [f"# Segments csv created Sun Mar  5 10:54:31 2017", f"# num_ytids={len(segs)}, num_segs={len(segs)}, "
+        lines = ["# Segments csv created Sun Mar  5 10:54:31 2017", f"# num_ytids={len(segs)}, num_segs={len(segs)}, "
                  "num_unique_labels=4, num_positive_labels=6", "# YTID, start_seconds, end_seconds, positive_labels"]
         subset = {}
         for i, (y, s, e, labels, pattern) in enumerate(segs):
@@ -253,7 +253,7 @@ def write_imagenet(root: Path, flat_val: bool = True) -> dict:
 
 
 # -- MSR-VTT / YouCook2 ------------------------------------------------------------------------------------
-def write_msrvtt(root: Path, n: int = 4) -> dict:
+def write_msrvtt(root: Path, n: int = 3) -> dict:
     """``msrvtt_data/MSRVTT_data.json`` (20 captions a video), ``MSRVTT_JSFUSION_test.csv`` (its
     unnamed index column) and ``MSRVTT/videos/all/videoN.mp4``; one listed video is missing."""
     ids = [7010 + i for i in range(n)] + [9999]
@@ -304,3 +304,37 @@ def _two_part_video(colour: int) -> bytes:
     frames[:20] = COLOURS[colour]
     frames[20:] = COLOURS[colour + 1]
     return encode_mp4(frames, 10, None)
+
+
+# -- the generic path, by hand ----------------------------------------------------------------------------
+WORDS = ("a the video of square red green blue yellow purple number colour first second step apply eye makeup "
+         "boxing punching bag handstand pushups dog rooster rain " + " ".join(str(i) for i in range(20)))
+
+
+def tiny_model_dir(folder: Path) -> Path:
+    """A freshly initialised ``tiny`` model (seed 0) with a vocabulary of the replicas' words, saved."""
+    import torch
+
+    import vatt
+    from vatt.text import WordTokenizer
+
+    torch.manual_seed(0)
+    vatt.create_model("tiny", vocab=WordTokenizer.build([WORDS])).save_pretrained(folder / "model")
+    return folder / "model"
+
+
+def write_manifest(path: Path, refs, classes=None, caption=False) -> str:
+    """What a user would write by hand for `vatt eval` / `vatt finetune`: ``path,start,end[,label][,caption]``
+    (and ``classes.txt`` beside it, fixing the label ids)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "start", "end"] + (["label"] if classes else []) + (["caption"] if caption else []))
+        for r in refs:
+            row = [r.path, "" if r.start is None else r.start, "" if r.end is None else r.end]
+            row += [classes[r.label[0]]] if classes else []
+            row += [r.captions[0].text] if caption else []
+            w.writerow(row)
+    if classes:
+        (path.parent / "classes.txt").write_text("\n".join(classes) + "\n")
+    return str(path)

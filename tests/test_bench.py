@@ -1,0 +1,201 @@
+"""`vatt bench` runs each protocol on a benchmark's own files and gets exactly what the generic
+commands give when the same items are written by hand as manifests (`vatt eval linear`,
+`vatt eval retrieval`; fine-tuning rows: tests/test_bench_finetune.py); zero-shot classification
+is the cosine of videos and class-name embeddings in S_vt; `vatt bench list` / `vatt classify`."""
+
+import json
+
+import pytest
+import torch
+
+import bench_replicas as rep
+import vatt
+from vatt.bench import BENCHMARKS, run_benchmark
+from vatt.bench.run import caption_retrieval, read_subset
+from vatt.cli.main import main as cli
+from vatt.data.benchmarks import clip_dataset, read_msrvtt, read_ucf101
+from vatt.data.config import DataConfig
+from vatt.eval.embed import extract_features, l2_normalize
+from vatt.eval.linear import linear_probe
+from vatt.eval.retrieval import zero_shot_retrieval
+from vatt.eval.zero_shot import class_embeddings, readable_class_name, zero_shot_classify, zero_shot_scores
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return rep.tiny_model_dir(tmp_path_factory.mktemp("bench_model"))
+
+
+def _json_out(capsys, argv) -> dict:
+    assert cli(argv) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+# -- linear rows -------------------------------------------------------------------------------------
+def test_ucf101_bench_equals_eval_linear_on_the_three_splits_by_hand(tmp_path, model_dir, capsys):
+    root = tmp_path / "UCF101"
+    rep.write_ucf101(root)
+    bench = _json_out(capsys, ["bench", "ucf101", "--root", str(root), "--model", str(model_dir),
+                               "--classifier", "logistic", "--windows", "2", "--json", "--out", str(tmp_path / "out")])
+    splits = []
+    for k in (1, 2, 3):
+        tr, te = read_ucf101(root, "train", k), read_ucf101(root, "test", k)
+        splits += ["--split", rep.write_manifest(tmp_path / f"hand{k}/train.csv", tr.refs, rep.UCF_CLASSES),
+                   rep.write_manifest(tmp_path / f"hand{k}/test.csv", te.refs, rep.UCF_CLASSES)]
+    hand = _json_out(capsys, ["eval", "linear", "--model", str(model_dir), "--classifier", "logistic", "--windows", "2",
+                              "--json", *splits])
+    assert bench["metrics"]["split_accuracies"] == hand["logistic"]["split_accuracies"]
+    assert bench["metrics"]["accuracy"] == pytest.approx(hand["logistic"]["accuracy"], abs=1e-12)
+    assert bench["metrics"]["num_test"] == 3 and bench["metrics"]["num_train"] == 9
+    assert bench["reports"]["split 1 train"]["missing"] == 1 and bench["reports"]["split 1 test"]["malformed"] == 1
+    assert bench["ours"]["accuracy"] == pytest.approx(100 * hand["logistic"]["accuracy"])
+    saved = json.loads((tmp_path / "out" / "bench.json").read_text())
+    assert saved["metrics"]["split_accuracies"] == bench["metrics"]["split_accuracies"]
+    assert "split 1 train: 1 of 10 media files missing" in (tmp_path / "out" / "bench.md").read_text()
+
+
+def test_esc50_fold_equals_linear_probe_on_audio_by_hand(tmp_path, model_dir):
+    root = tmp_path / "ESC-50-master"
+    rep.write_esc50(root)
+    model = vatt.load_model(model_dir)
+    bench = run_benchmark("esc50", root, model, split=2)
+    tr, te = (read_subset(BENCHMARKS["esc50"], root, s, 2) for s in ("train", "test"))
+    hand = linear_probe(model, rep.write_manifest(tmp_path / "h/train.csv", tr.refs, rep.ESC_CLASSES),
+                        rep.write_manifest(tmp_path / "h/test.csv", te.refs, rep.ESC_CLASSES), modality="audio",
+                        classifier="official")
+    assert bench["metrics"]["accuracy"] == hand["accuracy"] and bench["metrics"]["num_test"] == 6
+    assert bench["mode"].startswith("linear probe (official)")
+
+
+# -- retrieval rows ----------------------------------------------------------------------------------
+def test_youcook2_bench_equals_eval_retrieval_on_a_segment_manifest(tmp_path, model_dir, capsys):
+    root = tmp_path / "YouCookII"
+    rep.write_youcook2(root)
+    bench = _json_out(capsys, ["bench", "youcook2", "--root", str(root), "--model", str(model_dir), "--json"])
+    split = read_subset(BENCHMARKS["youcook2"], root, "validation")
+    manifest = rep.write_manifest(tmp_path / "hand/val.csv", split.refs, caption=True)
+    hand = _json_out(capsys, ["eval", "retrieval", "--model", str(model_dir), "--data", manifest, "--json"])
+    for average in ("embeddings", "similarities"):
+        assert bench["metrics"][average]["text_to_video"] == hand[average]["text_to_video"]
+    assert bench["metrics"]["embeddings"]["num_videos"] == 4  # 4 segments of 2 downloaded videos
+    assert bench["ours"]["R@10"] == 100 * hand["embeddings"]["text_to_video"]["R@10"]
+    assert bench["paper"][0]["R@10"] == 45.5
+
+
+def test_msrvtt_1ka_bench_equals_manifest_and_all_captions_rank_every_caption(tmp_path, model_dir):
+    root = tmp_path / "msrvtt"
+    expect = rep.write_msrvtt(root)
+    model = vatt.load_model(model_dir)
+    bench = run_benchmark("msrvtt", root, model, num_windows=2)
+    split = read_msrvtt(root, "1k-A")
+    hand = zero_shot_retrieval(model, rep.write_manifest(tmp_path / "h.csv", split.refs, caption=True), average="embeddings",
+                               num_windows=2)
+    assert bench["metrics"]["embeddings"]["text_to_video"] == hand["text_to_video"]
+    full = run_benchmark("msrvtt", root, model, split="all", num_windows=2)["metrics"]["embeddings"]
+    assert full["num_text_queries"] == 20 * len(expect["videos"]) and full["num_videos"] == len(expect["videos"])
+
+
+def test_caption_retrieval_is_brute_force_ranking_of_every_caption(tmp_path, model_dir):
+    root = tmp_path / "msrvtt"
+    rep.write_msrvtt(root)
+    model = vatt.load_model(model_dir)
+    split = read_msrvtt(root, "all")
+    ds = clip_dataset(split, DataConfig.from_model_config(model.config), model.tokenizer, train=False, num_windows=2)
+    captions = [[c.text for c in r.captions][:3] for r in split.refs]
+    got = caption_retrieval(model, ds, captions)["text_to_video"]
+    video = extract_features(model, ds, outputs=["video_vt"])["video_vt"]
+    video = l2_normalize(l2_normalize(video).mean(1))
+    ranks = []
+    for i, caps in enumerate(captions):
+        for c in caps:
+            q = l2_normalize(model.encode_text([c])["text_vt"].float())[0]
+            scores = video @ q
+            ranks.append(int((scores >= scores[i]).sum()))  # pessimistic ties
+    assert got["R@1"] == pytest.approx(sum(r <= 1 for r in ranks) / len(ranks))
+    assert got["MeanR"] == pytest.approx(sum(ranks) / len(ranks))
+    # one caption per video: the same numbers as zero_shot_retrieval's text->video
+    one = caption_retrieval(model, ds, [[c[0]] for c in captions])["text_to_video"]
+    manifest = [type(r)(r.path, captions=[type(r.captions[0])(0.0, float("inf"), c[0])]) for r, c in zip(split.refs, captions)]
+    ref = zero_shot_retrieval(model, rep.write_manifest(tmp_path / "one.csv", manifest, caption=True), num_windows=2)["text_to_video"]
+    assert one == pytest.approx(ref)
+
+
+# -- zero-shot classification ---------------------------------------------------------------------------
+def test_zero_shot_scores_are_cosines_with_template_averaged_class_vectors(model_dir):
+    model = vatt.load_model(model_dir)
+    templates = ["a video of {}", "{}"]
+    vectors = class_embeddings(model, ["red square", "blue square"], templates)
+    for c, name in enumerate(["red square", "blue square"]):
+        each = [l2_normalize(model.encode_text([t.format(name)])["text_vt"].float())[0] for t in templates]
+        torch.testing.assert_close(vectors[c], l2_normalize(sum(each) / 2), rtol=1e-5, atol=1e-6)
+    video = torch.randn(3, 4, 256)
+    scores = zero_shot_scores(video, vectors)
+    for i in range(3):
+        v = l2_normalize(l2_normalize(video[i]).mean(0))
+        torch.testing.assert_close(scores[i], vectors @ v, rtol=1e-5, atol=1e-6)
+    assert readable_class_name("ApplyEyeMakeup") == "apply eye makeup"
+    assert readable_class_name("brush_hair") == "brush hair"
+
+
+def test_ucf101_zero_shot_bench_equals_zero_shot_classify_by_hand(tmp_path, model_dir, capsys):
+    root = tmp_path / "UCF101"
+    rep.write_ucf101(root)
+    bench = _json_out(capsys, ["bench", "ucf101", "--root", str(root), "--model", str(model_dir), "--zero-shot",
+                               "--split", "2", "--template", "a video of {}", "--json"])
+    te = read_ucf101(root, "test", 2)
+    hand = zero_shot_classify(vatt.load_model(model_dir), rep.write_manifest(tmp_path / "h/test.csv", te.refs, rep.UCF_CLASSES),
+                              templates=["a video of {}"])
+    assert bench["metrics"]["top1"] == hand["top1"] and bench["metrics"]["num_test"] == 3
+    assert hand["prompts"] == ["apply eye makeup", "boxing punching bag", "handstand pushups"]
+    assert bench["mode"].startswith("zero-shot") and bench["paper"] == []
+
+
+def test_vatt_classify_own_files(tmp_path, model_dir, capsys):
+    paths = []
+    for i in range(2):
+        paths.append(tmp_path / f"clip{i}.mp4")
+        paths[-1].write_bytes(rep.video_bytes(i))
+    out = _json_out(capsys, ["classify", *map(str, paths), "--model", str(model_dir), "--labels", "red square,blue square,dog",
+                             "-k", "2", "--json"])
+    assert [r["path"] for r in out] == [str(p) for p in paths]
+    model = vatt.load_model(model_dir)
+    vectors = class_embeddings(model, ["red square", "blue square", "dog"])
+    ds = clip_dataset(type("S", (), {"refs": [vatt.data.ClipRef(str(p)) for p in paths], "classes": None,
+                                     "multi_label": False})(), DataConfig.from_model_config(model.config),
+                      model.tokenizer, train=False, num_windows=4)
+    scores = zero_shot_scores(extract_features(model, ds, outputs=["video_vt"])["video_vt"], vectors)
+    for r, s in zip(out, scores):
+        assert [c for c, _ in r["top"]] == [["red square", "blue square", "dog"][int(j)] for j in s.topk(2).indices]
+        assert r["top"][0][1] == pytest.approx(float(s.max()), abs=1e-6)
+    labels = tmp_path / "labels.txt"
+    labels.write_text("red square\nblue square\n")
+    assert cli(["classify", str(paths[0]), "--model", str(model_dir), "--labels", str(labels)]) == 0
+    assert "red square" in capsys.readouterr().out
+    assert cli(["classify", str(paths[0]), "--model", str(model_dir), "--labels", "dog"]) == 2
+    assert "at least two class names" in capsys.readouterr().err
+
+
+# -- the command ---------------------------------------------------------------------------------------
+def test_bench_list_shows_every_benchmark_protocol_number_and_cost(capsys):
+    rows = _json_out(capsys, ["bench", "list", "--json"])
+    assert [r["name"] for r in rows] == list(BENCHMARKS)
+    assert {"kinetics400", "kinetics600", "kinetics700", "mit", "ucf101", "hmdb51", "esc50", "audioset", "imagenet",
+            "msrvtt", "youcook2"} == set(BENCHMARKS)
+    k400 = next(r for r in rows if r["name"] == "kinetics400")
+    assert "VATT-Base top1 79.6" in k400["paper"] and k400["gpu_hours"] > 1
+    assert all(r["gpu_hours"] > 0 for r in rows)
+    assert cli(["bench", "list"]) == 0
+    assert "audioset" in capsys.readouterr().out
+    assert cli(["bench", "list", "--markdown"]) == 0
+    assert "| Kinetics-400 |" in capsys.readouterr().out
+
+
+def test_bench_errors_are_one_line(tmp_path, model_dir, capsys):
+    (tmp_path / "x.mp4").write_bytes(b"")
+    assert cli(["bench", "ucf101", "--root", str(tmp_path), "--model", str(model_dir)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "classInd.txt" in err
+    assert cli(["bench", "kinetcs400", "--root", str(tmp_path), "--model", str(model_dir)]) == 2
+    assert "did you mean 'kinetics400'" in capsys.readouterr().err
+    assert cli(["bench", "ucf101", "--root", str(tmp_path)]) == 2
+    assert "--model" in capsys.readouterr().err

@@ -1,0 +1,71 @@
+"""Fine-tuning rows of `vatt bench`: fine-tuning on a benchmark's own files equals `vatt finetune`
+on the same items written by hand as manifests (2 steps, tiny preset), and a converted official
+fine-tuned classifier is evaluated without training, giving `predict_views`' logits."""
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+import bench_replicas as rep
+import vatt
+from vatt.bench import run_benchmark
+from vatt.data.benchmarks import read_kinetics
+from vatt.eval.finetune import Classifier, build_test_dataset, finetune, load_finetune_config, predict_views
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return rep.tiny_model_dir(tmp_path_factory.mktemp("bench_model"))
+
+
+def test_kinetics_finetune_bench_equals_vatt_finetune_by_hand(tmp_path, model_dir):
+    root = tmp_path / "kinetics400"
+    rep.write_kinetics(root)
+    cfg = load_finetune_config("video", {"steps": 2, "batch_size": 4, "test_windows": 2})
+    bench = run_benchmark("kinetics400", root, vatt.load_model(model_dir), config=cfg, out_dir=tmp_path / "b")
+    tr, va = read_kinetics(root, "train"), read_kinetics(root, "val")
+    classes = tr.classes
+    hand = finetune(vatt.load_model(model_dir), rep.write_manifest(tmp_path / "h/train.csv", tr.refs, classes),
+                    rep.write_manifest(tmp_path / "h/val.csv", va.refs, classes), tmp_path / "h_out", config=cfg)
+    assert bench["mode"] == "fine-tuned"
+    for key in ("top1", "top5", "train_loss", "num_test", "num_classes"):
+        assert bench["metrics"][key] == hand[key], key
+    assert (tmp_path / "b" / "checkpoint").is_dir() and (tmp_path / "b" / "bench.md").is_file()
+    assert bench["reports"]["train"]["missing"] == 1 and bench["reports"]["val"]["malformed"] == 1
+
+
+_FIXTURES = [Path(p) for p in (os.environ.get("VATT_OFFICIAL_FIXTURES", ""),
+                               Path(__file__).resolve().parents[1] / "shared/fixtures/official",
+                               Path(__file__).resolve().parents[2] / "shared/fixtures/official") if p]
+FIXTURES = next((p for p in _FIXTURES if (p / "README.md").is_file()), None)
+
+
+@pytest.mark.skipif(FIXTURES is None, reason="official fixtures (shared/fixtures/official) not found")
+def test_converted_official_classifier_through_bench_gives_predict_views_logits(tmp_path):
+    from vatt.convert.official import from_official, read_case_overrides
+
+    case = FIXTURES / "video_cls"
+    from_official(case, overrides=read_case_overrides(case / "case.json"), out=tmp_path / "k")
+    classes = [f"action {i}" for i in range(7)]  # the fixture head has 7 classes
+    root = tmp_path / "kinetics400"
+    rep.write_kinetics(root, classes=classes, per_class=(1, 1))
+    model = vatt.load_model(tmp_path / "k")
+    bench = run_benchmark("kinetics400", root, model)  # evaluation only: the model is not changed
+    assert bench["mode"] == "converted classifier (no training)"
+    cfg = load_finetune_config("video")
+    va = read_kinetics(root, "val")
+    test_set = build_test_dataset(model, rep.write_manifest(tmp_path / "h/val.csv", va.refs, sorted(classes)), cfg)
+    logits, labels = predict_views(Classifier(model, "video", 7), test_set)
+    assert bench["logits"].shape == (7, 7) and logits.std(0).max() > 0  # items differ
+    torch.testing.assert_close(bench["logits"], logits)
+    assert torch.equal(bench["labels"], labels)
+    # the 12 views of an item, each through the converted model's own classify(), averaged
+    views = test_set[0]["video"]
+    assert views.shape[0] == 12
+    model.eval()  # predict_views left the fresh (train-mode) Classifier, and so the model, in train mode
+    with torch.no_grad():
+        torch.testing.assert_close(logits[0], model.classify(views).mean(0), rtol=1e-5, atol=1e-5)
+
+
