@@ -94,6 +94,7 @@ def write_kinetics(root: Path, classes=("abseiling", "air drumming", "zumba"), p
 
 
 def write_moments(root: Path, classes=("bathing", "juggling", "running")) -> dict:
+    root.mkdir(parents=True, exist_ok=True)
     (root / "moments_categories.txt").write_text("".join(f"{c},{i}\n" for i, c in enumerate(classes)))
     expect = {"classes": list(classes), "train": {}, "val": {}}
     for subset, csv_name, folder in (("train", "trainingSet.csv", "training"), ("val", "validationSet.csv", "validation")):
@@ -193,6 +194,7 @@ def write_audioset(root: Path) -> dict:
     """``class_labels_indices.csv`` (quoted names with commas) and segment lists with their three
     ``#`` lines and quoted multi-label MIDs; files named ``<YTID>_<start>.wav``, ``Y<YTID>.wav`` and
     ``<YTID>_<start>_<end>.wav`` (``%.3f``)."""
+    root.mkdir(parents=True, exist_ok=True)
     with open(root / "class_labels_indices.csv", "w", newline="") as f:
         w = csv.writer(f, quoting=csv.QUOTE_MINIMAL)
         w.writerow(["index", "mid", "display_name"])
@@ -232,6 +234,7 @@ def write_imagenet(root: Path, flat_val: bool = True) -> dict:
     """Kaggle layout: ``ILSVRC/Data/CLS-LOC/{train/<wnid>/, val/}``, ``LOC_val_solution.csv``,
     ``LOC_synset_mapping.txt``; or ``val/<wnid>/`` with ``flat_val=False``."""
     data = root / "ILSVRC" / "Data" / "CLS-LOC"
+    root.mkdir(parents=True, exist_ok=True)
     (root / "LOC_synset_mapping.txt").write_text("n01440764 tench, Tinca tinca\nn01443537 goldfish, Carassius auratus\n"
                                                  "n01484850 great white shark, white shark, man-eater\n")
     expect = {"classes": WNIDS, "train": {}, "val": {}}
@@ -323,16 +326,16 @@ def tiny_model_dir(folder: Path) -> Path:
     return folder / "model"
 
 
-def write_manifest(path: Path, refs, classes=None, caption=False) -> str:
+def write_manifest(path: Path, refs, classes=None, caption=False, multi=False) -> str:
     """What a user would write by hand for `vatt eval` / `vatt finetune`: ``path,start,end[,label][,caption]``
-    (and ``classes.txt`` beside it, fixing the label ids)."""
+    (and ``classes.txt`` beside it, fixing the label ids); ``multi``: every label, ``a;b``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["path", "start", "end"] + (["label"] if classes else []) + (["caption"] if caption else []))
         for r in refs:
             row = [r.path, "" if r.start is None else r.start, "" if r.end is None else r.end]
-            row += [classes[r.label[0]]] if classes else []
+            row += [";".join(classes[i] for i in (r.label if multi else r.label[:1]))] if classes else []
             row += [r.captions[0].text] if caption else []
             w.writerow(row)
     if classes:

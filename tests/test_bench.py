@@ -11,12 +11,12 @@ import torch
 import bench_replicas as rep
 import vatt
 from vatt.bench import BENCHMARKS, run_benchmark
-from vatt.bench.run import caption_retrieval, read_subset
+from vatt.bench.run import caption_retrieval, linear_datasets, read_subset
 from vatt.cli.main import main as cli
 from vatt.data.benchmarks import clip_dataset, read_msrvtt, read_ucf101
 from vatt.data.config import DataConfig
 from vatt.eval.embed import extract_features, l2_normalize
-from vatt.eval.linear import linear_probe
+from vatt.eval.linear import frozen_features, linear_probe
 from vatt.eval.retrieval import zero_shot_retrieval
 from vatt.eval.zero_shot import class_embeddings, readable_class_name, zero_shot_classify, zero_shot_scores
 
@@ -52,6 +52,22 @@ def test_ucf101_bench_equals_eval_linear_on_the_three_splits_by_hand(tmp_path, m
     saved = json.loads((tmp_path / "out" / "bench.json").read_text())
     assert saved["metrics"]["split_accuracies"] == bench["metrics"]["split_accuracies"]
     assert "split 1 train: 1 of 10 media files missing" in (tmp_path / "out" / "bench.md").read_text()
+
+
+def test_linear_features_are_the_generic_paths_window_for_window(tmp_path, model_dir):
+    # Accuracy on easy replicas is coarse; the probe's inputs must be identical: one centre window
+    # per training item, `num_windows` windows averaged per test item, the same labels.
+    root = tmp_path / "UCF101"
+    rep.write_ucf101(root)
+    model = vatt.load_model(model_dir)
+    [(train_set, test_set)], _ = linear_datasets(BENCHMARKS["ucf101"], root, model, [3], num_windows=3)
+    tr, te = read_ucf101(root, "train", 3), read_ucf101(root, "test", 3)
+    for ours, refs, windows in ((train_set, tr.refs, 1), (test_set, te.refs, 3)):
+        x, y, _ = frozen_features(model, ours, num_windows=windows)
+        hx, hy, names = frozen_features(model, rep.write_manifest(tmp_path / f"h{windows}/m.csv", refs, rep.UCF_CLASSES),
+                                        num_windows=windows)
+        assert names == rep.UCF_CLASSES and torch.equal(y, hy)
+        torch.testing.assert_close(x, hx, rtol=0, atol=0)
 
 
 def test_esc50_fold_equals_linear_probe_on_audio_by_hand(tmp_path, model_dir):

@@ -69,3 +69,36 @@ def test_converted_official_classifier_through_bench_gives_predict_views_logits(
         torch.testing.assert_close(logits[0], model.classify(views).mean(0), rtol=1e-5, atol=1e-5)
 
 
+
+
+def test_audioset_finetune_bench_equals_vatt_finetune_multi_label(tmp_path, model_dir):
+    from vatt.data.benchmarks import read_audioset
+
+    root = tmp_path / "audioset"
+    rep.write_audioset(root)
+    cfg = load_finetune_config("audio", {"steps": 2, "batch_size": 2, "test_windows": 2})
+    bench = run_benchmark("audioset", root, vatt.load_model(model_dir), config=cfg)
+    tr, ev = read_audioset(root, "train"), read_audioset(root, "eval")
+    names = tr.classes  # display names with commas, written as CSV-quoted "a;b" label lists
+    hand_train, hand_eval = (rep.write_manifest(tmp_path / f"h/{s}.csv", split.refs, names, multi=True)
+                             for s, split in (("train", tr), ("eval", ev)))
+    hand = finetune(vatt.load_model(model_dir), hand_train, hand_eval, config=cfg)
+    assert bench["mode"] == "fine-tuned" and bench["metrics"]["num_classes"] == 4
+    for key in ("mAP", "AUC", "d_prime", "train_loss", "num_test"):
+        assert bench["metrics"][key] == pytest.approx(hand[key], abs=1e-6), key
+    assert set(bench["ours"]) == {"mAP", "AUC", "d_prime"} and bench["paper"][0]["mAP"] == 39.4
+
+
+def test_imagenet_finetune_bench_equals_vatt_finetune_on_class_folders(tmp_path, model_dir):
+    root = tmp_path / "imagenet"
+    rep.write_imagenet(root, flat_val=False)  # val/<wnid>/: what `vatt finetune --config image` reads too
+    cfg = load_finetune_config("image", {"steps": 2, "batch_size": 3})
+    bench = run_benchmark("imagenet", root, vatt.load_model(model_dir), config=cfg)
+    data = root / "ILSVRC" / "Data" / "CLS-LOC"
+    hand = finetune(vatt.load_model(model_dir), str(data / "train"), str(data / "val"), config=cfg)
+    for key in ("top1", "top5", "train_loss", "num_test"):
+        assert bench["metrics"][key] == hand[key], key
+    flat = tmp_path / "flat"
+    rep.write_imagenet(flat, flat_val=True)  # LOC_val_solution.csv: the same images, the same result
+    again = run_benchmark("imagenet", flat, vatt.load_model(model_dir), config=cfg)
+    assert again["metrics"]["top1"] == bench["metrics"]["top1"] and again["reports"]["val"]["missing"] == 1

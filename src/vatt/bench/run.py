@@ -94,6 +94,20 @@ def finetune_datasets(model, train_split: BenchmarkSplit | None, test_split: Ben
                                num_crops=crops)
 
 
+def linear_datasets(bench: Benchmark, root, model, splits: Sequence[int], num_windows: int = 4):
+    """``([(train set, test set) per split], reports)`` for the linear protocol: the centre window of
+    each training item, ``num_windows`` windows of each test item, as :func:`vatt.eval.linear.linear_probe`
+    builds them from sources (``train_windows=1``)."""
+    data = DataConfig.from_model_config(model.config)
+    pairs, reports = [], {}
+    for k in splits:
+        tr, te = (read_subset(bench, root, s, k) for s in bench.subsets)
+        reports[f"split {k} train"], reports[f"split {k} test"] = tr.report.to_dict(), te.report.to_dict()
+        pairs.append((clip_dataset(tr, data, model.tokenizer, train=False, num_windows=1),
+                      clip_dataset(te, data, model.tokenizer, train=False, num_windows=num_windows)))
+    return pairs, reports
+
+
 def has_classifier_for(model, modality: str, classes: Sequence[str]) -> bool:
     """Whether ``model`` carries a classification head for these classes (a converted fine-tune)."""
     c = model.config.classifier
@@ -190,13 +204,7 @@ def run_benchmark(name: str, root, model, *, split: int | str | None = None, out
         mode = metrics.pop("mode")
     elif bench.protocol == "linear":
         splits = [int(split)] if split else list(bench.splits)
-        data = DataConfig.from_model_config(model.config)
-        pairs, reports = [], {}
-        for k in splits:
-            tr, te = (read_subset(bench, root, s, k) for s in bench.subsets)
-            reports[f"split {k} train"], reports[f"split {k} test"] = tr.report.to_dict(), te.report.to_dict()
-            pairs.append((clip_dataset(tr, data, model.tokenizer, train=False, num_windows=1),
-                          clip_dataset(te, data, model.tokenizer, train=False, num_windows=num_windows)))
+        pairs, reports = linear_datasets(bench, root, model, splits, num_windows)
         metrics = linear_probe(model, None, None, splits=pairs, modality=bench.task, classifier=classifier,
                                num_windows=num_windows, seed=seed, **common)
         mode = f"linear probe ({classifier}), splits {splits}"
