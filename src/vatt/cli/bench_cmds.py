@@ -34,7 +34,7 @@ def _list(args) -> int:
         print("| benchmark | where to get it | expected layout | command | paper | GPU-hours (est.) |")
         print("|---|---|---|---|---|---:|")
         for r in rows:
-            print(f"| {r['title']} | {r['url']} | {r['layout']} | `vatt bench {r['name']} --root DIR --model DIR` | "
+            print(f"| {r['title']} | {r['url']} | `{r['layout']}` | `vatt bench {r['name']} --root DIR --model DIR` | "
                   f"{r['paper']} | {r['gpu_hours']} ({r['cost_model']}) |")
         return 0
     short = [r["paper"].split("; ")[0] + (f" (+{r['paper'].count('; ')} more)" if "; " in r["paper"] else "") for r in rows]
