@@ -96,6 +96,10 @@ def test_youcook2_bench_equals_eval_retrieval_on_a_segment_manifest(tmp_path, mo
     assert bench["metrics"]["embeddings"]["num_videos"] == 4  # 4 segments of 2 downloaded videos
     assert bench["ours"]["R@10"] == 100 * hand["embeddings"]["text_to_video"]["R@10"]
     assert bench["paper"][0]["R@10"] == 45.5
+    assert cli(["bench", "youcook2", "--root", str(root), "--model", str(model_dir), "--windows", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "VATT-MBS (paper)" in out and "45.5" in out and "R@10" in out
+    assert "validation: 2 of 7 media files missing, 1 malformed rows" in out
 
 
 def test_msrvtt_1ka_bench_equals_manifest_and_all_captions_rank_every_caption(tmp_path, model_dir):
@@ -215,3 +219,9 @@ def test_bench_errors_are_one_line(tmp_path, model_dir, capsys):
     assert "did you mean 'kinetics400'" in capsys.readouterr().err
     assert cli(["bench", "ucf101", "--root", str(tmp_path)]) == 2
     assert "--model" in capsys.readouterr().err
+    assert cli(["bench", "ucf101", "--root", str(tmp_path), "--model", str(model_dir), "--split", "4"]) == 2
+    assert "--split must be one of 1, 2, 3, got 4" in capsys.readouterr().err
+    assert cli(["bench", "kinetics400", "--root", str(tmp_path), "--model", str(model_dir), "--split", "2"]) == 2
+    assert "one train/test split" in capsys.readouterr().err
+    assert cli(["bench", "ucf101", "--root", str(tmp_path), "--model", str(model_dir), "--steps", "3"]) == 2
+    assert "apply to fine-tuning rows" in capsys.readouterr().err

@@ -119,16 +119,38 @@ def has_classifier_for(model, modality: str, classes: Sequence[str]) -> bool:
     return True
 
 
+def check_split(bench: Benchmark, split):
+    """``split`` as the row understands it, or one InputError listing what it accepts."""
+    if split is None:
+        return None
+    if bench.splits:
+        allowed = bench.splits
+    elif bench.name == "audioset":
+        allowed = ("train", "balanced")
+    elif bench.name == "msrvtt":
+        allowed = ("1k-A", "all")
+    else:
+        raise InputError(f"{bench.name} has one train/test split; --split applies to "
+                         "ucf101/hmdb51 (1-3), esc50 (1-5), audioset (train|balanced), msrvtt (1k-A|all)")
+    value = int(split) if bench.splits and str(split).isdigit() else split
+    if value not in allowed:
+        raise InputError(f"{bench.name}: --split must be one of {', '.join(map(str, allowed))}, got {split!r}")
+    return value
+
+
 # -- protocols -------------------------------------------------------------------------------------
 def caption_retrieval(model, dataset, captions: Sequence[Sequence[str]], *, num_windows: int = 4,
                       average: str = "embeddings", batch_size: int = 8, device="cpu", num_workers: int = 0,
                       progress: Progress | None = None) -> dict:
     """Text→video retrieval where video ``i`` has several query captions ``captions[i]`` (MSR-VTT's
     20): every caption ranks all videos; R@K and ranks are over all captions."""
+    refs = getattr(dataset, "refs", None)
+    if refs is None or len(refs) != len(captions) or any(r.start is not None or r.end is not None for r in refs):
+        raise InputError("caption_retrieval needs a ClipDataset of whole videos, one caption list per video")
     feats = extract_features(model, dataset, outputs=["video_vt"], batch_size=batch_size, device=device,
                              num_workers=num_workers, progress=progress)
-    by_key = {getattr(r, "path", None): i for i, r in enumerate(getattr(dataset, "refs", []))}
-    rows = [by_key.get(k, i) for i, k in enumerate(feats["key"])]  # items left out (unreadable) drop their captions
+    by_key = {r.path: i for i, r in enumerate(refs)}  # an evaluation item's key is its path (whole videos)
+    rows = [by_key[k] for k in feats["key"]]  # unreadable videos were left out, and so are their captions
     texts = [t for i in rows for t in captions[i]]
     targets = torch.tensor([j for j, i in enumerate(rows) for _ in captions[i]])
     queries = embed_texts(model, texts, device=device)["text_vt"][:, None]
@@ -188,6 +210,7 @@ def run_benchmark(name: str, root, model, *, split: int | str | None = None, out
         files and malformed rows per subset), "settings"}``.
     """
     bench = get_benchmark(name)
+    split = check_split(bench, split)
     root = Path(root)
     if not root.is_dir():
         raise InputError(f"{bench.name}: --root {root} is not a folder; expected {bench.layout}")
