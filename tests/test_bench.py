@@ -11,7 +11,7 @@ import torch
 import bench_replicas as rep
 import vatt
 from vatt.bench import BENCHMARKS, run_benchmark
-from vatt.bench.run import caption_retrieval, linear_datasets, read_subset
+from vatt.bench.run import caption_retrieval, class_names, linear_datasets, read_subset
 from vatt.cli.main import main as cli
 from vatt.data.benchmarks import clip_dataset, read_msrvtt, read_ucf101
 from vatt.data.config import DataConfig
@@ -168,6 +168,21 @@ def test_ucf101_zero_shot_bench_equals_zero_shot_classify_by_hand(tmp_path, mode
     assert bench["metrics"]["top1"] == hand["top1"] and bench["metrics"]["num_test"] == 3
     assert hand["prompts"] == ["apply eye makeup", "boxing punching bag", "handstand pushups"]
     assert bench["mode"].startswith("zero-shot") and bench["paper"] == []
+
+
+def test_zero_shot_on_fine_tuning_rows_kinetics_and_imagenet_synset_names(tmp_path, model_dir):
+    model = vatt.load_model(model_dir)
+    root = tmp_path / "k400"
+    rep.write_kinetics(root, per_class=(1, 1))
+    bench = run_benchmark("kinetics400", root, model, zero_shot=True, num_windows=2)
+    va = read_subset(BENCHMARKS["kinetics400"], root, "val")
+    hand = zero_shot_classify(model, rep.write_manifest(tmp_path / "h/val.csv", va.refs, va.classes), num_windows=2)
+    assert bench["metrics"]["top1"] == hand["top1"] and hand["prompts"] == ["abseiling", "air drumming", "zumba"]
+    inet = tmp_path / "imagenet"
+    rep.write_imagenet(inet)
+    got = run_benchmark("imagenet", inet, model, zero_shot=True)
+    assert got["metrics"]["num_test"] == 3 and got["reports"]["val"]["missing"] == 1
+    assert class_names(BENCHMARKS["imagenet"], inet, rep.WNIDS) == ["tench", "goldfish", "great white shark"]
 
 
 def test_vatt_classify_own_files(tmp_path, model_dir, capsys):

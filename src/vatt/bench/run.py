@@ -36,6 +36,7 @@ from ..tables import format_table
 from ..data.benchmarks import (BenchmarkSplit, clip_dataset, read_audioset, read_esc50, read_hmdb51, read_imagenet,
                                read_kinetics, read_moments, read_msrvtt, read_ucf101, read_youcook2, synset_names)
 from ..data.config import DataConfig
+from ..distributed import get_rank
 from ..eval.embed import embed_texts, extract_features
 from ..eval.finetune import (Classifier, FinetuneConfig, ImageFolder, classification_metrics, finetune,
                              load_finetune_config, predict_views)
@@ -181,7 +182,8 @@ def _finetune_row(bench, root, model, split, cfg, train, out_dir, device, progre
     return {"mode": "fine-tuned", **result}, reports, {}
 
 
-def _class_names(bench: Benchmark, root, classes: list[str]) -> list[str]:
+def class_names(bench: Benchmark, root, classes: list[str]) -> list[str]:
+    """The names zero-shot classification embeds: ImageNet wnids become their first synset name."""
     if bench.name == "imagenet":
         names = synset_names(root)
         return [names.get(c, c) for c in classes]
@@ -240,7 +242,7 @@ def run_benchmark(name: str, root, model, *, split: int | str | None = None, out
                            "templates": list(templates) if zero_shot else None}}
     result["ours"] = ours_percent(bench, metrics, zero_shot)
     result["paper"] = [{"model": r.model, "preset": r.preset, **r.metrics} for r in bench.paper] if not zero_shot else []
-    if out_dir is not None:
+    if out_dir is not None and get_rank() == 0:  # under torchrun (fine-tuning rows) one rank writes
         write_results(result, out_dir)
     result.update(extra)  # tensors (logits) for callers; not written
     return result
@@ -260,7 +262,7 @@ def _zero_shot_row(bench, root, model, split, templates, num_windows, common):
         else:
             dataset = clip_dataset(test, DataConfig.from_model_config(model.config), model.tokenizer, train=False,
                                    num_windows=num_windows)
-        results.append(zero_shot_classify(model, dataset, _class_names(bench, root, test.classes), templates=templates,
+        results.append(zero_shot_classify(model, dataset, class_names(bench, root, test.classes), templates=templates,
                                           num_windows=num_windows, **common))
     metrics = {k: sum(r[k] for r in results) / len(results) for k in ("top1", "top5")}
     metrics.update(split_top1=[r["top1"] for r in results], num_classes=results[0]["num_classes"],
