@@ -9,7 +9,7 @@ what we have not checked — add them from the paper's Table 6 once verified.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ..errors import InputError, nearest
 
@@ -60,7 +60,6 @@ class Benchmark:
     train_steps: int = 0
     sizes: tuple[int, int] = (0, 0)
     notes: str = ""
-    extra: dict = field(default_factory=dict)
 
     def describe_protocol(self) -> str:
         if self.protocol == "finetune":

@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+from ...errors import InputError
 from ..index import ClipRef, VIDEO_SUFFIXES
 from .common import BenchmarkSplit, ReadReport, finish, find_file, index_media, read_csv_rows, read_text
 
@@ -75,8 +76,6 @@ def read_audioset(root, subset: str = "train", *, name: str = "audioset") -> Ben
 
 
 def _find_optional(root: Path, filename: str) -> Path | None:
-    from ...errors import InputError
-
     try:
         return find_file(root, (filename,), "audioset", LAYOUT)
     except InputError:

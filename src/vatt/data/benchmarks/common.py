@@ -46,12 +46,6 @@ class ReadReport:
         if len(self.malformed_examples) < _EXAMPLES:
             self.malformed_examples.append(f"{where}: {why}")
 
-    def merge(self, other: "ReadReport") -> "ReadReport":
-        out = ReadReport(self.rows + other.rows, self.missing + other.missing, self.malformed + other.malformed)
-        out.missing_examples = (self.missing_examples + other.missing_examples)[:_EXAMPLES]
-        out.malformed_examples = (self.malformed_examples + other.malformed_examples)[:_EXAMPLES]
-        return out
-
     def to_dict(self) -> dict:
         return {"rows": self.rows, "missing": self.missing, "malformed": self.malformed,
                 "missing_examples": self.missing_examples, "malformed_examples": self.malformed_examples}
@@ -84,9 +78,6 @@ class BenchmarkSplit:
 
     def __len__(self) -> int:
         return len(self.refs)
-
-    def labels(self) -> list[list[int]]:
-        return [r.label or [] for r in self.refs]
 
 
 def require(path: Path, benchmark: str, layout: str) -> Path:
@@ -129,16 +120,10 @@ def read_text(path: Path) -> str:
         raise InputError(f"cannot read {path}: {e.strerror}") from None
 
 
-def read_csv_rows(path: Path, required: tuple[str, ...], benchmark: str, *, skip_comments: bool = False,
-                  skipinitialspace: bool = False) -> list[tuple[int, dict]]:
+def read_csv_rows(path: Path, required: tuple[str, ...], benchmark: str) -> list[tuple[int, dict]]:
     """``[(line number, row)]`` of a CSV with a header; a header missing ``required`` columns is
-    one InputError (a file in the wrong format), short rows are kept for the caller to report."""
-    lines = read_text(path).splitlines()
-    start = 0
-    if skip_comments:  # AudioSet: "# YTID, start_seconds, ..." lines before the data
-        while start < len(lines) and lines[start].startswith("#"):
-            start += 1
-    reader = csv.reader(lines[start:], skipinitialspace=skipinitialspace)
+    one InputError (a file in the wrong format); short rows lack keys, for the caller to report."""
+    reader = csv.reader(read_text(path).splitlines())
     try:
         header = [h.strip() for h in next(reader)]
     except StopIteration:
@@ -150,10 +135,7 @@ def read_csv_rows(path: Path, required: tuple[str, ...], benchmark: str, *, skip
     for i, values in enumerate(reader):
         if not values or all(not v.strip() for v in values):
             continue
-        row = dict(zip(header, (v.strip() for v in values)))
-        if len(values) < len(header):
-            row["__short__"] = "1"
-        rows.append((start + i + 2, row))
+        rows.append((i + 2, dict(zip(header, (v.strip() for v in values)))))
     return rows
 
 
