@@ -70,8 +70,8 @@ def read_audioset(root, subset: str = "train", *, name: str = "audioset") -> Ben
             if found is None:
                 report.add_missing(ytid)
                 continue
-            refs.append(ClipRef(str(found), label=sorted(lookup[lab] for lab in labels),
-                                audio_only=found.suffix.lower() not in VIDEO_SUFFIXES))
+            refs.append(ClipRef(found, label=sorted(lookup[lab] for lab in labels),
+                                audio_only=Path(found).suffix.lower() not in VIDEO_SUFFIXES))
     return finish(f"{name} {subset}", refs, display, report, multi_label=True, modality="audio")
 
 

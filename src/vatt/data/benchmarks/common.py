@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -102,14 +103,19 @@ def find_file(root: Path, names: tuple[str, ...], benchmark: str, layout: str, m
     raise InputError(f"{benchmark}: none of {', '.join(names)} under {root}; expected {layout}")
 
 
-def index_media(root: Path, suffixes: tuple[str, ...] = MEDIA_SUFFIXES) -> dict[str, Path]:
+def index_media(root: Path, suffixes: tuple[str, ...] = MEDIA_SUFFIXES) -> dict[str, str]:
     """Every media file under ``root`` by its stem (and by its name), for looking clips up by the
-    names their downloaders give them. The first path in sorted order wins a clash."""
-    found: dict[str, Path] = {}
-    for p in sorted(root.rglob("*")):
-        if p.suffix.lower() in suffixes and not p.name.startswith(".") and p.is_file():
-            found.setdefault(p.stem, p)
-            found.setdefault(p.name, p)
+    names their downloaders give them. The first path in sorted order wins a clash. Walks with
+    ``os.walk`` and keeps plain strings: AudioSet and Kinetics hold 10^5-10^6 files."""
+    found: dict[str, str] = {}
+    for folder, dirs, files in os.walk(root):
+        dirs.sort()
+        for name in sorted(files):
+            stem, dot, ext = name.rpartition(".")
+            if dot and "." + ext.lower() in suffixes and not name.startswith("."):
+                path = os.path.join(folder, name)
+                found.setdefault(stem, path)
+                found.setdefault(name, path)
     return found
 
 

@@ -45,5 +45,5 @@ def read_hmdb51(root, subset: str = "train", split: int = 1, *, name: str = "hmd
             if video is None:
                 report.add_missing(f"{cls}/{parts[0]}")
                 continue
-            refs.append(ClipRef(str(video), label=[label]))
+            refs.append(ClipRef(video, label=[label]))
     return finish(f"{name} split {split} {subset}", refs, classes, report)

@@ -54,9 +54,9 @@ def read_kinetics(root, subset: str = "train", *, name: str = "kinetics400") -> 
             continue
         clip = clip_name(yid, start, end)
         if clip in media:
-            refs.append(ClipRef(str(media[clip]), label=[lookup[label]]))
+            refs.append(ClipRef(media[clip], label=[lookup[label]]))
         elif yid in media:  # a full video: read the annotated span from it
-            refs.append(ClipRef(str(media[yid]), start, end, label=[lookup[label]]))
+            refs.append(ClipRef(media[yid], start, end, label=[lookup[label]]))
         else:
             report.add_missing(clip)
     return finish(f"{name} {subset}", refs, classes, report)

@@ -63,7 +63,7 @@ def read_msrvtt(root, captions: str = "1k-A", *, name: str = "msrvtt") -> Benchm
         if vid not in media:
             report.add_missing(vid)
             continue
-        refs.append(ClipRef(str(media[vid]), captions=[Caption(0.0, float("inf"), t) for t in texts]))
+        refs.append(ClipRef(media[vid], captions=[Caption(0.0, float("inf"), t) for t in texts]))
     return finish(f"{name} 1k-A ({captions} captions)", refs, None, report)
 
 
@@ -92,5 +92,5 @@ def read_youcook2(root, subset: str = "validation", *, name: str = "youcook2") -
             if video is None:
                 report.add_missing(vid)
                 continue
-            refs.append(ClipRef(str(video), start, end, [Caption(start, end, sentence)]))
+            refs.append(ClipRef(video, start, end, [Caption(start, end, sentence)]))
     return finish(f"{name} {subset}", refs, None, report)

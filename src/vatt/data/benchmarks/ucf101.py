@@ -44,5 +44,5 @@ def read_ucf101(root, subset: str = "train", split: int = 1, *, name: str = "ucf
         if path is None:
             report.add_missing(rel)
             continue
-        refs.append(ClipRef(str(path), label=[label]))
+        refs.append(ClipRef(path, label=[label]))
     return finish(f"{name} split {split} {subset}", refs, classes, report)
