@@ -102,3 +102,23 @@ def test_imagenet_finetune_bench_equals_vatt_finetune_on_class_folders(tmp_path,
     rep.write_imagenet(flat, flat_val=True)  # LOC_val_solution.csv: the same images, the same result
     again = run_benchmark("imagenet", flat, vatt.load_model(model_dir), config=cfg)
     assert again["metrics"]["top1"] == bench["metrics"]["top1"] and again["reports"]["val"]["missing"] == 1
+
+
+def test_bench_command_fine_tunes_with_config_flags_and_records_the_command(tmp_path, model_dir, capsys):
+    import json
+
+    from vatt.cli.main import main as cli
+
+    root = tmp_path / "k400"
+    rep.write_kinetics(root, per_class=(1, 1))
+    out = tmp_path / "out"
+    argv = ["bench", "kinetics400", "--root", str(root), "--model", str(model_dir), "--steps", "1",
+            "--set", "batch_size=2", "lr=0.01", "--windows", "1", "--out", str(out), "--json"]
+    assert cli(argv) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["mode"] == "fine-tuned" and result["metrics"]["steps"] == 1 and result["metrics"]["num_test"] == 3
+    config = (out / "config.yaml").read_text()
+    assert config.splitlines()[0].startswith("# vatt bench kinetics400") and "test_windows: 1" in config
+    assert "lr: 0.01" in config and "batch_size: 2" in config
+    assert json.loads((out / "bench.json").read_text())["metrics"]["top1"] == result["metrics"]["top1"]
+    assert (out / "results.json").is_file() and (out / "checkpoint").is_dir()  # vatt finetune's own outputs

@@ -66,6 +66,8 @@ def _bench(args) -> int:
         overrides = parse_overrides(args.overrides)
         if args.steps is not None:
             overrides["steps"] = args.steps
+        if args.windows is not None:
+            overrides["test_windows"] = args.windows
         config = load_finetune_config(args.config or bench.task, overrides)
         config.command = shlex.join(["vatt", *map(str, args.argv)])
     elif args.overrides or args.steps or args.config:
@@ -74,7 +76,7 @@ def _bench(args) -> int:
     split = int(args.split) if args.split and args.split.isdigit() else args.split
     result = run_benchmark(bench.name, args.root, model, split=split, out_dir=args.out, zero_shot=args.zero_shot,
                            templates=args.template or ("{}",), config=config, train=args.train,
-                           classifier=args.classifier, num_windows=args.windows, batch_size=args.batch_size,
+                           classifier=args.classifier, num_windows=args.windows or 4, batch_size=args.batch_size,
                            num_workers=args.workers, device=args.device, progress=None if args.json else Bars())
     if args.json:
         _dump({k: v for k, v in result.items() if k not in ("logits", "labels")})
@@ -134,7 +136,8 @@ def register(sub) -> None:
     p.add_argument("--steps", type=positive_int, help="fine-tuning steps (shorthand for --set steps=N)")
     p.add_argument("--classifier", choices=("official", "logistic"), default="official",
                    help="linear-probe classifier (default: official)")
-    p.add_argument("--windows", type=positive_int, default=4, help="test windows per item (default: 4)")
+    p.add_argument("--windows", type=positive_int, default=None,
+                   help="test windows per item (default: 4; fine-tuning rows: the config's test_windows)")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
     p.add_argument("--markdown", action="store_true", help="`vatt bench list --markdown`: the docs table")
     _common(p)
@@ -157,5 +160,6 @@ def register(sub) -> None:
 
 def _common(p) -> None:
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
-    p.add_argument("--batch-size", type=positive_int, default=8, help="items per forward (default: 8)")
+    p.add_argument("--batch-size", type=positive_int, default=8,
+                   help="items per forward when evaluating (default: 8; fine-tuning: --set batch_size=N)")
     p.add_argument("--workers", type=nonnegative_int, default=0, help="decoding processes (default: 0)")
