@@ -83,6 +83,18 @@ def test_esc50_fold_equals_linear_probe_on_audio_by_hand(tmp_path, model_dir):
     assert bench["mode"].startswith("linear probe (official)")
 
 
+def test_hmdb51_split_equals_linear_probe_by_hand(tmp_path, model_dir):
+    root = tmp_path / "hmdb51"
+    rep.write_hmdb51(root)
+    model = vatt.load_model(model_dir)
+    bench = run_benchmark("hmdb51", root, model, split=2, classifier="logistic", num_windows=2)
+    tr, te = (read_subset(BENCHMARKS["hmdb51"], root, s, 2) for s in ("train", "test"))
+    hand = linear_probe(model, rep.write_manifest(tmp_path / "h/train.csv", tr.refs, rep.HMDB_CLASSES),
+                        rep.write_manifest(tmp_path / "h/test.csv", te.refs, rep.HMDB_CLASSES), num_windows=2)
+    assert bench["metrics"]["accuracy"] == hand["accuracy"]
+    assert (bench["metrics"]["num_train"], bench["metrics"]["num_test"]) == (6, 3)  # flag-0 clips in neither
+
+
 # -- retrieval rows ----------------------------------------------------------------------------------
 def test_youcook2_bench_equals_eval_retrieval_on_a_segment_manifest(tmp_path, model_dir, capsys):
     root = tmp_path / "YouCookII"
