@@ -53,7 +53,7 @@ def test_converted_official_classifier_through_bench_gives_predict_views_logits(
     rep.write_kinetics(root, classes=classes, per_class=(1, 1))
     model = vatt.load_model(tmp_path / "k")
     bench = run_benchmark("kinetics400", root, model)  # evaluation only: the model is not changed
-    assert bench["mode"] == "converted classifier (no training)"
+    assert bench["mode"] == "converted classifier (no training)" and not model.training
     cfg = load_finetune_config("video")
     va = read_kinetics(root, "val")
     test_set = build_test_dataset(model, rep.write_manifest(tmp_path / "h/val.csv", va.refs, sorted(classes)), cfg)

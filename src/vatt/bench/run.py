@@ -167,7 +167,8 @@ def _finetune_row(bench, root, model, split, cfg, train, out_dir, device, progre
     modality = "audio" if cfg.task == "audio" else "video"
     if not train and has_classifier_for(model, modality, test_split.classes):
         _, test_set = finetune_datasets(model, None, test_split, cfg)
-        clf = Classifier(model, modality, len(test_split.classes), dropout=cfg.head_dropout)
+        # eval() first: predict_views restores the mode it found, and a new module starts in train mode
+        clf = Classifier(model, modality, len(test_split.classes), dropout=cfg.head_dropout).eval()
         logits, labels = predict_views(clf, test_set, batch_size=batch_size, device=device, num_workers=num_workers,
                                        progress=progress)
         result = {"mode": "converted classifier (no training)", "num_classes": len(test_split.classes),
