@@ -190,7 +190,7 @@ AUDIOSET_CLASSES = [("/m/09x0r", "Speech"), ("/m/05zppz", "Male speech, man spea
                     ("/t/dd00088", "Gush")]
 
 
-def write_audioset(root: Path) -> dict:
+def write_audioset(root: Path, classes=AUDIOSET_CLASSES) -> dict:
     """``class_labels_indices.csv`` (quoted names with commas) and segment lists with their three
     ``#`` lines and quoted multi-label MIDs; files named ``<YTID>_<start>.wav``, ``Y<YTID>.wav`` and
     ``<YTID>_<start>_<end>.wav`` (``%.3f``)."""
@@ -198,9 +198,9 @@ def write_audioset(root: Path) -> dict:
     with open(root / "class_labels_indices.csv", "w", newline="") as f:
         w = csv.writer(f, quoting=csv.QUOTE_MINIMAL)
         w.writerow(["index", "mid", "display_name"])
-        for i, (mid, name) in enumerate(AUDIOSET_CLASSES):
+        for i, (mid, name) in enumerate(classes):
             w.writerow([i, mid, name])
-    expect = {"classes": [n for _, n in AUDIOSET_CLASSES]}
+    expect = {"classes": [n for _, n in classes]}
     segments = {
         "balanced_train_segments.csv": [("--PJHxphWEs", 30.0, 40.0, [0, 3], "{y}_30.wav"),
                                         ("-0Gj8-vB1q4", 20.0, 30.0, [1, 0], "Y{y}.wav"),

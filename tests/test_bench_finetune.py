@@ -122,3 +122,26 @@ def test_bench_command_fine_tunes_with_config_flags_and_records_the_command(tmp_
     assert "lr: 0.01" in config and "batch_size: 2" in config
     assert json.loads((out / "bench.json").read_text())["metrics"]["top1"] == result["metrics"]["top1"]
     assert (out / "results.json").is_file() and (out / "checkpoint").is_dir()  # vatt finetune's own outputs
+
+
+@pytest.mark.skipif(FIXTURES is None, reason="official fixtures (shared/fixtures/official) not found")
+def test_converted_official_audioset_classifier_is_evaluated_multi_label(tmp_path):
+    from vatt.convert.official import from_official, read_case_overrides
+    from vatt.data.benchmarks import read_audioset
+    from vatt.eval.finetune import classification_metrics
+
+    case = FIXTURES / "audio_cls"  # a 5-class sigmoid head
+    from_official(case, overrides=read_case_overrides(case / "case.json"), out=tmp_path / "a")
+    model = vatt.load_model(tmp_path / "a")
+    root = tmp_path / "audioset"
+    rep.write_audioset(root, classes=rep.AUDIOSET_CLASSES + [("/m/0dgw9r", "Human sounds")])
+    bench = run_benchmark("audioset", root, model)
+    assert bench["mode"] == "converted classifier (no training)"
+    ev = read_audioset(root, "eval")
+    names = ev.classes
+    test_set = build_test_dataset(model, rep.write_manifest(tmp_path / "h/eval.csv", ev.refs, names, multi=True),
+                                  load_finetune_config("audio"), classes=names)
+    logits, labels = predict_views(Classifier(model, "audio", 5).eval(), test_set)
+    torch.testing.assert_close(bench["logits"], logits)
+    assert labels.shape == (2, 5) and torch.equal(bench["labels"], labels)  # multi-hot
+    assert bench["metrics"]["mAP"] == classification_metrics(logits, labels)["mAP"]
