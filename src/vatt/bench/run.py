@@ -116,7 +116,7 @@ def has_classifier_for(model, modality: str, classes: Sequence[str]) -> bool:
         return False
     if c.classes and list(c.classes) != list(classes):
         raise InputError(f"the model's classifier names its {c.num_classes} classes in another order than the "
-                         f"benchmark (first: {list(c.classes)[:3]} vs {list(classes)[:3]}); pass train=True to fine-tune")
+                         f"benchmark (first: {list(c.classes)[:3]} vs {list(classes)[:3]})")
     return True
 
 
