@@ -72,13 +72,18 @@ def test_linear_features_are_the_generic_paths_window_for_window(tmp_path, model
 def test_esc50_fold_equals_linear_probe_on_audio_by_hand(tmp_path, model_dir):
     root = tmp_path / "ESC-50-master"
     rep.write_esc50(root)
+    broken = root / "audio" / "2-100012-A-1.wav"  # a test clip of fold 2, truncated inside its header
+    broken.write_bytes(broken.read_bytes()[:20])
     model = vatt.load_model(model_dir)
-    bench = run_benchmark("esc50", root, model, split=2, classifier="logistic")
+    bench = run_benchmark("esc50", root, model, split=2, classifier="logistic", out_dir=tmp_path / "out")
     tr, te = (read_subset(BENCHMARKS["esc50"], root, s, 2) for s in ("train", "test"))
     hand = linear_probe(model, rep.write_manifest(tmp_path / "h/train.csv", tr.refs, rep.ESC_CLASSES),
                         rep.write_manifest(tmp_path / "h/test.csv", te.refs, rep.ESC_CLASSES), modality="audio",
                         classifier="logistic")
-    assert bench["metrics"]["accuracy"] == hand["accuracy"] and bench["metrics"]["num_test"] == 6
+    assert bench["metrics"]["accuracy"] == hand["accuracy"] and bench["metrics"]["num_test"] == 5
+    assert bench["reports"]["split 2 test"]["unreadable"] == 1  # skipped and counted by the data layer
+    assert "split 2 test: 0 of 32 media files missing, 1 malformed rows" in (tmp_path / "out/bench.md").read_text()
+    assert "1 unreadable" in (tmp_path / "out/bench.md").read_text()
     assert bench["mode"] == "linear probe (logistic), splits [2]"
 
 

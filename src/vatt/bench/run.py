@@ -160,13 +160,14 @@ def caption_retrieval(model, dataset, captions: Sequence[Sequence[str]], *, num_
             "average": average}
 
 
-def _finetune_row(bench, root, model, split, cfg, train, out_dir, device, progress, batch_size, num_workers):
+def _finetune_row(bench, root, model, split, cfg, train, out_dir, used, device, progress, batch_size, num_workers):
     train_subset = str(split) if bench.name == "audioset" and split else bench.subsets[0]
     test_split = read_subset(bench, root, bench.subsets[1])
     reports = {bench.subsets[1]: test_split.report.to_dict()}
     modality = "audio" if cfg.task == "audio" else "video"
     if not train and has_classifier_for(model, modality, test_split.classes):
         _, test_set = finetune_datasets(model, None, test_split, cfg)
+        used[bench.subsets[1]] = test_set
         # eval() first: predict_views restores the mode it found, and a new module starts in train mode
         clf = Classifier(model, modality, len(test_split.classes), dropout=cfg.head_dropout).eval()
         logits, labels = predict_views(clf, test_set, batch_size=batch_size, device=device, num_workers=num_workers,
@@ -179,6 +180,7 @@ def _finetune_row(bench, root, model, split, cfg, train, out_dir, device, progre
     if list(train_split.classes) != list(test_split.classes):
         raise InputError(f"{bench.name}: the train and test subsets list different classes")
     train_set, test_set = finetune_datasets(model, train_split, test_split, cfg)
+    used[train_subset], used[bench.subsets[1]] = train_set, test_set
     result = finetune(model, train_set, test_set, out_dir, config=cfg, device=device, progress=progress)
     return {"mode": "fine-tuned", **result}, reports, {}
 
@@ -219,24 +221,30 @@ def run_benchmark(name: str, root, model, *, split: int | str | None = None, out
         raise InputError(f"{bench.name}: --root {root} is not a folder; expected {bench.layout}")
     common = dict(batch_size=batch_size, device=device, num_workers=num_workers, progress=progress)
     extra: dict = {}
+    used: dict = {}  # subset -> the dataset read, for the count of files the decoder could not read
     if zero_shot:
-        metrics, reports = _zero_shot_row(bench, root, model, split, templates, num_windows, common)
+        metrics, reports = _zero_shot_row(bench, root, model, split, templates, num_windows, used, common)
         mode = "zero-shot classification from class names"
     elif bench.protocol == "finetune":
         cfg = config or load_finetune_config(bench.task)
         if cfg.task != bench.task:
             raise InputError(f"{bench.name} is a {bench.task} benchmark; the fine-tuning config is for {cfg.task}")
-        metrics, reports, extra = _finetune_row(bench, root, model, split, cfg, train, out_dir, **common)
+        metrics, reports, extra = _finetune_row(bench, root, model, split, cfg, train, out_dir, used, **common)
         mode = metrics.pop("mode")
     elif bench.protocol == "linear":
         splits = [int(split)] if split else list(bench.splits)
         pairs, reports = linear_datasets(bench, root, model, splits, num_windows)
+        used.update({f"split {k} {part}": ds for k, pair in zip(splits, pairs) for part, ds in zip(("train", "test"), pair)})
         metrics = linear_probe(model, None, None, splits=pairs, modality=bench.task, classifier=classifier,
                                num_windows=num_windows, seed=seed, **common)
         mode = f"linear probe ({classifier}), splits {splits}"
     else:
-        metrics, reports = _retrieval_row(bench, root, model, split, num_windows, common)
+        metrics, reports = _retrieval_row(bench, root, model, split, num_windows, used, common)
         mode = metrics.pop("mode")
+    for subset, dataset in used.items():
+        stats = dataset.stats() if hasattr(dataset, "stats") else {}
+        reports[subset]["unreadable"] = stats.get("bad", 0)
+        reports[subset]["unreadable_reasons"] = stats.get("reasons", {})
     result = {"benchmark": bench.name, "title": bench.title, "protocol": bench.describe_protocol(), "mode": mode,
               "model": model.config.name, "root": str(root), "metrics": metrics, "reports": reports,
               "settings": {"split": split, "num_windows": num_windows, "zero_shot": zero_shot,
@@ -249,20 +257,22 @@ def run_benchmark(name: str, root, model, *, split: int | str | None = None, out
     return result
 
 
-def _zero_shot_row(bench, root, model, split, templates, num_windows, common):
+def _zero_shot_row(bench, root, model, split, templates, num_windows, used, common):
     if bench.protocol == "retrieval" or bench.task == "audio":
         raise InputError(f"zero-shot classification needs a labelled video or image benchmark; {bench.name} is not one")
     splits = ([int(split)] if split else list(bench.splits)) or [None]
     results, reports = [], {}
     for k in splits:
         test = read_subset(bench, root, bench.subsets[1], k)
-        reports[f"{bench.subsets[1]}" + (f" split {k}" if k else "")] = test.report.to_dict()
+        subset = f"{bench.subsets[1]}" + (f" split {k}" if k else "")
+        reports[subset] = test.report.to_dict()
         if bench.task == "image":
             cfg = load_finetune_config("image")
             _, dataset = finetune_datasets(model, None, test, cfg)
         else:
             dataset = clip_dataset(test, DataConfig.from_model_config(model.config), model.tokenizer, train=False,
                                    num_windows=num_windows)
+        used[subset] = dataset
         results.append(zero_shot_classify(model, dataset, class_names(bench, root, test.classes), templates=templates,
                                           num_windows=num_windows, **common))
     metrics = {k: sum(r[k] for r in results) / len(results) for k in ("top1", "top5")}
@@ -271,12 +281,13 @@ def _zero_shot_row(bench, root, model, split, templates, num_windows, common):
     return metrics, reports
 
 
-def _retrieval_row(bench, root, model, split, num_windows, common):
+def _retrieval_row(bench, root, model, split, num_windows, used, common):
     captions = str(split or "1k-A")
     split_ = read_subset(bench, root, bench.subsets[1], captions if bench.name == "msrvtt" else None)
     dataset = clip_dataset(split_, DataConfig.from_model_config(model.config), model.tokenizer, train=False,
                            num_windows=num_windows)
     reports = {bench.subsets[1] or "test": split_.report.to_dict()}
+    used[bench.subsets[1] or "test"] = dataset
     if bench.name == "msrvtt" and captions == "all":
         texts = [[c.text for c in r.captions] for r in split_.refs]
         res = caption_retrieval(model, dataset, texts, num_windows=num_windows, **common)
@@ -312,17 +323,31 @@ def result_table(result: dict) -> tuple[list[str], list[list]]:
     return header, rows
 
 
+def problem_lines(reports: dict) -> list[str]:
+    """One line per subset that lost items: files missing, rows malformed, media unreadable."""
+    out = []
+    for subset, r in reports.items():
+        if r["missing"] or r["malformed"] or r.get("unreadable"):
+            line = f"{subset}: {r['missing']} of {r['rows']} media files missing, {r['malformed']} malformed rows"
+            examples = r["missing_examples"][:1] + r["malformed_examples"][:1]
+            line += f" (e.g. {'; '.join(examples)})" if examples else ""
+            if r.get("unreadable"):
+                line += f", {r['unreadable']} unreadable ({', '.join(f'{k} {v}' for k, v in r['unreadable_reasons'].items())})"
+            out.append(line)
+    return out
+
+
 def to_markdown(result: dict) -> str:
     header, rows = result_table(result)
     lines = [f"# {result['title']}: {result['mode']}", "", f"Protocol: {result['protocol']}. Model: "
              f"`{result['model']}`. Data: `{result['root']}`.", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    problems = [(subset, r) for subset, r in result["reports"].items() if r["missing"] or r["malformed"]]
+    settings = {k: v for k, v in result["settings"].items() if v not in (None, False)}
+    lines[2] += " Run with: " + ", ".join(f"{k}={v}" for k, v in settings.items()) + "."
+    problems = problem_lines(result["reports"])
     if problems:
-        lines += ["", "Not used:"]
-        lines += [f"- {subset}: {r['missing']} of {r['rows']} media files missing, {r['malformed']} malformed rows"
-                  for subset, r in problems]
+        lines += ["", "Not used:"] + [f"- {line}" for line in problems]
     return "\n".join(lines) + "\n"
 
 

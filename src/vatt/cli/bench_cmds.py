@@ -51,7 +51,7 @@ def _bench(args) -> int:
         return _list(args)
     import shlex
 
-    from ..bench.run import format_result, run_benchmark
+    from ..bench.run import format_result, problem_lines, run_benchmark
     from ..bench.registry import get_benchmark
     from ..config_engine import parse_overrides
     from ..errors import InputError
@@ -83,10 +83,8 @@ def _bench(args) -> int:
         return 0
     print(f"{result['title']}: {result['mode']}")
     print(f"protocol: {result['protocol']}")
-    for subset, report in result["reports"].items():
-        if report["missing"] or report["malformed"]:
-            print(f"{subset}: {report['missing']} of {report['rows']} media files missing, "
-                  f"{report['malformed']} malformed rows (e.g. {(report['missing_examples'] + report['malformed_examples'])[:2]})")
+    for line in problem_lines(result["reports"]):
+        print(line)
     print(format_result(result))
     if args.out:
         print(f"results: {args.out}/bench.json, {args.out}/bench.md")
