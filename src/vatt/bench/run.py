@@ -18,6 +18,12 @@ Every protocol is the generic library function run on the benchmark's own files,
 * ``zero_shot=True`` on any single-label benchmark: :func:`vatt.eval.zero_shot.zero_shot_classify`
   on the test subset(s) from the class names (beyond the paper).
 
+Official code vs paper (the official code is the default): fine-tuning and testing at the
+model's 224² crop (the official fine-tuning configs; the paper also reports 320², ``--set
+crop_size=320``); the linear rows' classifier is the official low-rank head (Linear(128) → dropout
+→ Linear(C); ``classifier="logistic"`` for a plain linear model, as the paper's wording suggests);
+Kinetics is tested on its ``validate`` split.
+
 Results are fractions inside the library; the comparison table shows percent like the paper.
 """
 
