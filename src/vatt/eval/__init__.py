@@ -1,4 +1,5 @@
-"""Downstream protocols (SPEC §6): zero-shot retrieval, linear probe, fine-tuning, embeddings.
+"""Downstream protocols (SPEC §6): zero-shot retrieval, linear probe, fine-tuning, embeddings;
+zero-shot classification from class names (beyond the paper).
 
 ``metrics`` is pure tensor code; the protocol modules load data with :mod:`vatt.data` and run a
 :class:`vatt.model` model.
@@ -18,3 +19,4 @@ from .embed import embed_source, extract_features, load_embeddings, save_embeddi
 from .finetune import FinetuneConfig, finetune  # noqa: F401,E402
 from .linear import linear_probe  # noqa: F401,E402
 from .retrieval import retrieval_from_features, zero_shot_retrieval  # noqa: F401,E402
+from .zero_shot import classify_videos, zero_shot_classify  # noqa: F401,E402
