@@ -1,7 +1,8 @@
 """Miniature replicas of the paper's benchmarks in their exact published file formats (column
 names, quoting, comment lines, split-file conventions, CRLF lists), with tiny real media: each
 class has its own colour (and tone), so a probe can learn it. Every replica holds one clip the
-annotations name but the download lacks, and one malformed annotation row.
+annotations name but the download lacks, and one malformed annotation row (ImageNet: in its
+``LOC_val_solution.csv`` layout).
 
 Each ``write_*`` returns what the reader must find: ``{"classes": [...], subset: {file name:
 label(s)}}``.

@@ -164,6 +164,7 @@ def test_bench_list_shows_every_benchmark_protocol_number_and_cost(capsys):
             "msrvtt", "youcook2"} == set(BENCHMARKS)
     k400 = next(r for r in rows if r["name"] == "kinetics400")
     assert "VATT-Base top1 79.6" in k400["paper"] and k400["gpu_hours"] > 1
+    assert {"model": "VATT-Base", "preset": "bbs", "top1": 79.6, "top5": 94.9} in k400["paper_rows"]
     assert all(r["gpu_hours"] > 0 for r in rows)
     assert cli(["bench", "list"]) == 0
     assert "audioset" in capsys.readouterr().out

@@ -26,7 +26,8 @@ def _list(args) -> int:
         preset = b.paper[0].preset if b.paper else "mbs"
         rows.append({"name": b.name, "title": b.title, "protocol": b.describe_protocol(), "paper": paper,
                      "gpu_hours": float(f"{b.estimated_gpu_hours():.2g}"), "cost_model": preset, "layout": b.layout,
-                     "url": b.url, "notes": b.notes})
+                     "url": b.url, "notes": b.notes,
+                     "paper_rows": [{"model": p.model, "preset": p.preset, **p.metrics} for p in b.paper]})
     if args.json:
         _dump(rows)
         return 0
