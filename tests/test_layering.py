@@ -17,7 +17,7 @@ LAYERS = [
     {"data"},
     {"eval"},
     {"train"},
-    {"tools", "demo", "convert", "search"},
+    {"tools", "demo", "convert", "search", "bench"},
     {"cli"},
 ]
 LEVEL = {name: i for i, layer in enumerate(LAYERS) for name in layer}

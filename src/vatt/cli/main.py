@@ -18,7 +18,7 @@ from .. import __version__
 from ..errors import VattError
 
 # Order here is the order in `vatt --help`.
-COMMAND_MODULES = ("model_cmds", "data_cmds", "train_cmds", "eval_cmds", "search_cmds", "convert_cmds")
+COMMAND_MODULES = ("model_cmds", "data_cmds", "train_cmds", "eval_cmds", "bench_cmds", "search_cmds", "convert_cmds")
 
 
 class _Parser(argparse.ArgumentParser):

@@ -4,7 +4,8 @@ Modules, in the order data flows (each imports only those before it): ``index`` 
 string names) -> ``shards`` (tar reading/writing, local or URL) -> ``sample`` (one sample:
 decode, caption, augment; the bad-sample rule) -> ``streams`` (endless resumable shard streams
 and mixtures) -> ``datasets`` (clip sets, factories) -> ``loader`` (batches). Beside them: ``prepare`` (``vatt data prepare``), ``vocab`` (caption
-texts for a vocabulary), ``check`` (``vatt data check``), ``synth`` (the demo corpus).
+texts for a vocabulary), ``check`` (``vatt data check``), ``synth`` (the demo corpus), ``benchmarks``
+(the paper's benchmarks read in their published layouts, docs/BENCHMARKS.md).
 
 Public API (see docs/DATA.md)::
 
