@@ -23,6 +23,16 @@ def test_gpu_step_smoke_writes_results(tmp_path):
     assert result["final_loss"] > 0
 
 
+def test_gpu_data_check_smoke_delivers_float_clips_from_uint8_workers(tmp_path):
+    out = tmp_path / "gpu.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_data.py"), "--smoke", "--out", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(out.read_text())["data"]
+    assert result["clips_per_second"] > 0 and result["video_dtype_from_workers"] == "torch.uint8"
+    assert result["output_dtype"] == "torch.float32"
+
+
 def test_search_bench_smoke_writes_latencies(tmp_path):
     out = tmp_path / "search.json"
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "search_bench.py"), "--sizes", "500",
