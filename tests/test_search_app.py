@@ -17,7 +17,7 @@ import torch
 import vatt
 from vatt.cli.main import main
 from vatt.search.engine import SearchEngine, merge_windows, top_k
-from vatt.search.index import INDEX_FILE, SPACES, WindowIndex, build_index, window_starts
+from vatt.search.window_index import INDEX_FILE, SPACES, WindowIndex, build_index, window_starts
 from vatt.search.server import make_server
 
 

@@ -18,7 +18,7 @@ import pytest
 
 import vatt
 from vatt.search.engine import SearchEngine
-from vatt.search.index import WindowIndex, build_index
+from vatt.search.window_index import WindowIndex, build_index
 from vatt.search.server import make_server
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"

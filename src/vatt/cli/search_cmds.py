@@ -9,7 +9,7 @@ from pathlib import Path
 
 def _index(args) -> int:
     from ..model import load_model
-    from ..search.index import build_index
+    from ..search.window_index import build_index
     from .progress import Bars
 
     model = load_model(args.model, device=args.device)
@@ -32,7 +32,7 @@ def _index(args) -> int:
 def _serve(args) -> int:
     from ..model import load_model
     from ..search.engine import SearchEngine
-    from ..search.index import load_index
+    from ..search.window_index import load_index
     from ..search.server import make_server
 
     index = load_index(args.index)

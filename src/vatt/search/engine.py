@@ -137,7 +137,7 @@ def merge_windows(rows: list[int], scores: list[float], file: np.ndarray, start:
 
 
 class SearchEngine:
-    """Moment search over a :class:`vatt.search.index.WindowIndex`.
+    """Moment search over a :class:`vatt.search.window_index.WindowIndex`.
 
     Args:
         index: the loaded index (memory-mapped).
