@@ -6,6 +6,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from .args import port, positive_float, positive_int
+
 
 def _index(args) -> int:
     from ..model import load_model
@@ -66,20 +68,20 @@ def register(sub) -> None:
     p.add_argument("src", help="a folder of videos or a CSV/JSON manifest")
     p.add_argument("--model", required=True, help="model directory (save_pretrained) or run directory")
     p.add_argument("--out", required=True, help="index folder (re-running updates it)")
-    p.add_argument("--window", type=float, default=None, help="window length, seconds (default: the model's clip)")
-    p.add_argument("--hop", type=float, default=None, help="seconds between window starts (default: half a window)")
+    p.add_argument("--window", type=positive_float, default=None, help="window length, seconds (default: the model's clip)")
+    p.add_argument("--hop", type=positive_float, default=None, help="seconds between window starts (default: half a window)")
     p.add_argument("--root", action="append", default=None, metavar="DIR",
                    help="another folder the indexed files may live in (a manifest's folder is one already)")
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
-    p.add_argument("--batch-size", type=int, default=8, help="windows per forward (default: 8)")
+    p.add_argument("--batch-size", type=positive_int, default=8, help="windows per forward (default: 8)")
     p.set_defaults(func=_index)
 
     p = sub.add_parser("serve", help="search an index in the browser: text, 'more like this' and sound queries")
     p.add_argument("index", help="index folder written by `vatt index`")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
-    p.add_argument("--port", type=int, default=8000, help="port (default: 8000; 0 picks a free one)")
+    p.add_argument("--port", type=port, default=8000, help="port (default: 8000; 0 picks a free one)")
     p.add_argument("--model", default=None, help="model for text/audio queries (default: the one that built the index)")
-    p.add_argument("--max-upload-mb", type=float, default=20.0, help="largest audio upload, MB (default: 20)")
+    p.add_argument("--max-upload-mb", type=positive_float, default=20.0, help="largest audio upload, MB (default: 20)")
     p.add_argument("--faiss", action="store_true", default=None,
                    help="search with FAISS (default: when installed and the index has 100k+ windows)")
     p.set_defaults(func=_serve)

@@ -40,6 +40,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from ..errors import VattError
 from .engine import MAX_K, SearchEngine, timed
+from .window_index import stored_path
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +92,7 @@ class SearchApp:
         if number is None:
             raise HttpError(404, f"unknown file id {file_id}")
         entry = self.index.files[number]
-        path = entry.get("file", entry["path"])
+        path = stored_path(entry, "file") if "file" in entry else stored_path(entry)
         real = os.path.realpath(path)
         if not any(real.startswith(r.rstrip(os.sep) + os.sep) for r in self.roots):
             log.warning("refused %s: its real path %s is outside the indexed roots", path, real)
@@ -102,7 +103,7 @@ class SearchApp:
             st = os.stat(real)
             if (st.st_size, st.st_mtime_ns) != (entry["size"], entry["mtime_ns"]):  # offsets would be stale
                 raise HttpError(404, "this shard changed since it was indexed (re-run vatt index)")
-            return real, entry["path"], int(entry["offset"]), int(entry["length"])
+            return real, stored_path(entry), int(entry["offset"]), int(entry["length"])
         return real, real, None, None
 
     def info(self) -> dict:
