@@ -168,3 +168,249 @@ def test_a_damaged_index_or_bad_flag_is_one_line_and_exit_2(synth_corpus, random
                             (["--max-upload-mb", "-1"], "max-upload-mb"), (["--max-upload-mb", "nan"], "max-upload-mb")):
         code, out, err = _cli(capsys, "serve", good, *flags)
         assert code == 2 and expected in err and len(err.strip().splitlines()) == 1, (flags, err)
+
+
+# -- hostile clients ------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def small_index(synth_corpus, random_model_dir, tmp_path_factory):
+    """Three clips (one with sidecar captions, one a byte-identical copy) and a skipped file."""
+    tmp = tmp_path_factory.mktemp("hostile")
+    folder = _folder(tmp, synth_corpus, n=2)
+    first = _clips(synth_corpus)[0]
+    shutil.copy(first, folder / "copy_of_first.mp4")
+    (folder / first.name).with_suffix(".srt").write_text("1\n00:00:00,000 --> 00:00:01,500\na red ball bounces\n")
+    (folder / "junk.mp4").write_bytes(b"junk")
+    out = tmp / "index"
+    build_index(folder, vatt.load_model(random_model_dir), out)
+    return out
+
+
+@pytest.fixture
+def serve(small_index, random_model_dir):
+    """``serve(**limits)`` -> a started server over ``small_index`` (closed after the test)."""
+    started = []
+
+    def start(**kw):
+        s = Served(SearchEngine(WindowIndex(small_index), vatt.load_model(random_model_dir)), **kw)
+        started.append(s)
+        return s
+
+    yield start
+    for s in started:
+        s.close()
+
+
+def _connect(served, timeout=10.0):
+    s = socket.create_connection(("127.0.0.1", served.server.server_port), timeout=timeout)
+    return s
+
+
+def _read_all(sock) -> bytes:
+    chunks = []
+    while True:
+        try:
+            c = sock.recv(65536)
+        except (ConnectionResetError, socket.timeout):
+            break
+        if not c:
+            break
+        chunks.append(c)
+    return b"".join(chunks)
+
+
+def _responses(raw: bytes) -> list[tuple[int, dict, bytes]]:
+    """Split a stream of HTTP/1.1 responses (each with Content-Length)."""
+    out = []
+    while raw:
+        head, _, rest = raw.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        headers = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:])}
+        n = int(headers.get("content-length", 0))
+        out.append((int(lines[0].split()[1]), headers, rest[:n]))
+        raw = rest[n:]
+    return out
+
+
+def test_idle_and_stalled_connections_are_closed_after_the_timeout(serve):
+    """Was: no timeout, so half-open connections and stalled uploads held a thread (and the
+    declared upload size in memory) until the client left."""
+    served = serve(timeout=1.0, max_upload_bytes=1 << 20)
+    idle = _connect(served)
+    stalled = _connect(served)
+    stalled.sendall(b"POST /api/audio HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 500000\r\n\r\n" + b"\x00" * 1000)
+    for sock in (idle, stalled):  # the server hangs up long before the client's 10 s timeout
+        try:
+            while sock.recv(65536):
+                pass
+        except ConnectionResetError:
+            pass
+        except socket.timeout:
+            pytest.fail("the server kept a stalled connection open")
+        sock.close()
+    assert served.json("/api/info")[0] == 200
+
+
+def test_connections_over_the_cap_are_refused_at_once_and_the_server_recovers(serve):
+    """Was: every connection got a thread; 4,000 half-open ones held 4,000 threads and, with file
+    descriptors exhausted, the server stopped answering."""
+    served = serve(timeout=30.0, max_connections=4)
+    held = [_connect(served) for _ in range(4)]
+    time.sleep(0.3)  # let the server accept them
+    extra = _connect(served)
+    status, headers, body = _responses(_read_all(extra))[0]
+    assert status == 503 and headers["retry-after"] == "1" and "busy" in json.loads(body)["error"]
+    for s in held:
+        s.close()
+    for _ in range(50):  # the slots come back as the server notices the closed connections
+        try:
+            if served.json("/api/info")[0] == 200:
+                break
+        except OSError:
+            pass
+        time.sleep(0.1)
+    assert served.json("/api/info")[0] == 200
+
+
+def test_uploads_over_the_cap_get_a_503(serve):
+    """Was: 40 uploads declaring 20 MB and stalling pinned 0.7 GB; now at most max_uploads are
+    read at once (and a declared size is not allocated before it arrives)."""
+    served = serve(timeout=30.0, max_uploads=2, max_upload_bytes=1 << 20)
+    hold = []
+    for _ in range(2):
+        s = _connect(served)
+        s.sendall(b"POST /api/audio HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 900000\r\n\r\nRIFF")
+        hold.append(s)
+    time.sleep(0.5)
+    status, headers, _ = served.get("/api/audio?k=2", data=b"RIFF" + b"\x00" * 100)
+    assert status == 503 and headers["Retry-After"] == "2"
+    for s in hold:
+        s.close()
+
+
+def test_an_unused_request_body_is_never_parsed_as_a_request(serve, small_index):
+    """Was: errors were answered without reading the body, so a keep-alive body was parsed as a
+    second request (desync, request smuggling)."""
+    served = serve()
+    smuggled = b"GET /api/info HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    s = _connect(served)
+    s.sendall(b"GET /no/such/page HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: %d\r\n\r\n%s" % (len(smuggled), smuggled)
+              + b"POST /api/search HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: %d\r\n\r\n%s" % (len(smuggled), smuggled)
+              + b"GET /thumb/0.jpg HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+    answers = _responses(_read_all(s))
+    s.close()
+    assert [a[0] for a in answers] == [404, 405, 200]  # three requests, no /api/info among them
+    assert answers[1][1]["allow"] == "GET, HEAD" and answers[2][2][:2] == b"\xff\xd8"
+    # a body too long to drop closes the connection instead
+    s = _connect(served)
+    s.sendall(b"GET /nothing HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 10000000\r\n\r\n" + smuggled)
+    answers = _responses(_read_all(s))
+    s.close()
+    assert [a[0] for a in answers] == [404] and answers[0][1]["connection"] == "close"
+
+
+def test_methods_ranges_and_cross_site_requests(serve):
+    """405 with Allow; 416 with Content-Range: */size; cross-site requests to media, thumbnails and
+    the API refused, and CORP same-origin on every answer (was: other sites could embed media and
+    POST to /api/audio, and so probe which paths are indexed)."""
+    served = serve()
+    index = WindowIndex(served.server.RequestHandlerClass.app.index.directory)
+    fid, size = index.files[0]["id"], index.files[0]["size"]
+    status, headers, _ = served.get("/api/info", data=b"x", headers={"Content-Type": "text/plain"})
+    assert status == 405 and headers["Allow"] == "GET, HEAD"
+    assert served.get("/api/audio")[0] == 405 and served.get("/api/audio")[1]["Allow"] == "POST"
+    req = urllib_request(served, "/api/info", method="DELETE")
+    assert req[0] == 405 and req[1]["Allow"] == "GET, HEAD"
+    status, headers, _ = served.get(f"/media/{fid}", headers={"Range": f"bytes={size + 5}-"})
+    assert status == 416 and headers["Content-Range"] == f"bytes */{size}"
+    cross = {"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "no-cors"}
+    for path in (f"/media/{fid}", "/thumb/0.jpg", "/api/search?q=ball", "/api/info", f"/media/{'0' * 16}"):
+        status, headers, body = served.get(path, headers=cross)
+        assert status == 403 and "cross-site" in json.loads(body)["error"], path
+        status, headers, _ = served.get(path.replace("0" * 16, fid), headers={"Sec-Fetch-Site": "same-origin"})
+        assert status == 200 and headers["Cross-Origin-Resource-Policy"] == "same-origin", path
+    status, _, _ = served.get("/api/audio?k=1", data=b"RIFF", headers={"Sec-Fetch-Site": "same-site"})
+    assert status == 403
+    status, _, _ = served.get("/api/audio?k=1", data=b"RIFF", headers={"Origin": "http://evil.example"})
+    assert status == 403
+    # a link from another site may still open the page itself
+    status, _, _ = served.get("/", headers={"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "navigate"})
+    assert status == 200
+
+
+def urllib_request(served, path, method):
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(urllib.request.Request(served.base + path, method=method), timeout=30) as r:
+            return r.status, dict(r.headers), r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read()
+
+
+def test_a_client_reset_leaves_no_traceback_on_stderr(serve, capfd):
+    """Was: a reset connection printed a 17-line traceback on the server's stderr."""
+    served = serve()
+    import struct
+
+    for partial in (b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n", b"POST /api/audio HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                    b"Content-Length: 5000\r\n\r\nRIFF"):
+        s = _connect(served)
+        s.sendall(partial)
+        time.sleep(0.2)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close = RST
+        s.close()
+    time.sleep(0.5)
+    assert served.json("/api/info")[0] == 200
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "Exception occurred" not in err, err
+
+
+def test_concurrent_text_queries_are_batched_and_answer_as_alone(serve):
+    """Was: one lock around the model, a query at a time (p50 ~2 s under 200 clients)."""
+    import threading
+
+    served = serve()
+    app = served.server.RequestHandlerClass.app
+    queries = [f"a {c} ball bounces" for c in ("red", "green", "blue", "yellow", "purple", "small", "big", "round")]
+    alone = {q: served.json(f"/api/search?q={q.replace(' ', '+')}&k=3")[1]["results"] for q in queries}
+    calls = []
+    original = app.engine.text_many
+    app.engine.text_many = lambda batch: calls.append(len(batch)) or original(batch)
+    answers = {}
+    try:
+        with app.model_lock:  # the model is busy: the queries queue up behind it
+            threads = [threading.Thread(target=lambda q=q: answers.__setitem__(
+                q, served.json(f"/api/search?q={q.replace(' ', '+')}&k=3")[1]["results"])) for q in queries]
+            for t in threads:
+                t.start()
+            for _ in range(100):
+                if app.batcher.queue.qsize() >= len(queries) - 1:
+                    break
+                time.sleep(0.05)
+        for t in threads:
+            t.join(30)
+    finally:
+        app.engine.text_many = original
+    assert sum(calls) == len(queries) and len(calls) <= 2, calls  # 8 queries in 1-2 forwards
+    for q in queries:
+        assert [(r["path"], r["start"], r["end"]) for r in answers[q]] == [(r["path"], r["start"], r["end"]) for r in alone[q]]
+        assert [r["score"] for r in answers[q]] == pytest.approx([r["score"] for r in alone[q]], abs=1e-4)
+
+
+# -- what the page needs ----------------------------------------------------------------------------------
+def test_answers_flag_unknown_words_and_carry_captions_duplicates_and_skipped_files(serve):
+    served = serve()
+    status, res = served.json("/api/search?q=zzqx+red+ball+blorf+red&k=10")
+    assert status == 200 and res["words"] == {"unknown": ["zzqx", "blorf"], "ignored": []}
+    by_path = {}
+    for r in res["results"]:
+        by_path.setdefault(r["path"], []).append(r)
+    first, copy = by_path["retrieval_00000.mp4"][0], by_path["copy_of_first.mp4"][0]
+    assert first["content"] == copy["content"] and first["score"] == copy["score"]  # identical clips: one key
+    assert first["captions"] and copy["captions"] is None
+    status, headers, body = served.get(first["captions"])
+    assert status == 200 and headers["Content-Type"].startswith("text/vtt")
+    assert body.decode() == "WEBVTT\n\n00:00:00.000 --> 00:00:01.500\na red ball bounces\n"
+    status, info = served.json("/api/info")
+    assert info["skipped_count"] == 1 and info["skipped"] == [{"path": "junk.mp4", "reason": "not_media"}]
