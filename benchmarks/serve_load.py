@@ -12,7 +12,9 @@ are asyncio coroutines in this process: all of them start at once, and each send
 after another, each on a new connection (a burst of connections is what overflowed the old
 listen backlog). Latency is measured from connect to the last byte of the answer. With
 ``--baseline COMMIT`` the server of that commit (`git archive`) is measured on the same index and
-the same machine in the same run.
+the same machine in the same run. ``--hostile`` then opens idle connections that never send a
+request and uploads that declare 20 MB and stall, and records the server's threads, memory, CPU
+share and how long a normal request takes meanwhile.
 """
 
 from __future__ import annotations
@@ -116,12 +118,68 @@ async def load(port: int, clients: int, requests: int, seed: int) -> dict:
             "queries_per_s": round(len(ok) / wall, 1), "wall_s": round(wall, 1)}
 
 
+def _proc_status(pid: int) -> dict:
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+    return {"threads": int(fields["Threads"]), "rss_mb": round(int(fields["VmRSS"].split()[0]) / 1024, 1)}
+
+
+def _cpu_seconds(pid: int) -> float:
+    parts = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _info_latency(port: int) -> float | None:
+    t0 = time.perf_counter()
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(b"GET /api/info HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            data = b""
+            while chunk := s.recv(65536):
+                data += chunk
+        return round(time.perf_counter() - t0, 3) if b" 200 " in data[:20] else None
+    except OSError:
+        return None
+
+
+def hostile(port: int, pid: int, half_open: int, uploads: int) -> dict:
+    """Idle connections that never send a request, then uploads that declare 20 MB and stall."""
+    out = {"idle": _proc_status(pid)}
+    socks = []
+    try:
+        for _ in range(half_open):
+            socks.append(socket.create_connection(("127.0.0.1", port), timeout=10))
+        time.sleep(2)
+        cpu0 = _cpu_seconds(pid)
+        time.sleep(2)
+        out[f"{half_open}_half_open"] = {**_proc_status(pid), "cpu_share": round((_cpu_seconds(pid) - cpu0) / 2, 2),
+                                         "a_request_meanwhile_s": _info_latency(port)}
+    finally:
+        for s in socks:
+            s.close()
+    time.sleep(2)
+    socks = []
+    try:
+        for _ in range(uploads):
+            s = socket.create_connection(("127.0.0.1", port), timeout=10)
+            s.sendall(b"POST /api/audio HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 20971519\r\n\r\n" + b"\0" * 1024)
+            socks.append(s)
+        time.sleep(2)
+        out[f"{uploads}_stalled_20MB_uploads"] = {**_proc_status(pid), "a_request_meanwhile_s": _info_latency(port)}
+    finally:
+        for s in socks:
+            s.close()
+    return out
+
+
 def measure(src: Path, index: Path, args) -> dict:
     port = free_port()
     proc = start_server(src, index, port)
     try:
         asyncio.run(load(port, 4, 2, seed=1))  # warm-up: first model call, page cache
-        return asyncio.run(load(port, args.clients, args.requests, seed=0))
+        res = asyncio.run(load(port, args.clients, args.requests, seed=0))
+        if args.hostile:
+            res["hostile"] = hostile(port, proc.pid, args.half_open, args.uploads)
+        return res
     finally:
         proc.terminate()
         proc.wait(30)
@@ -132,6 +190,9 @@ def main() -> int:
     ap.add_argument("--clients", type=int, default=200)
     ap.add_argument("--requests", type=int, default=5, help="queries per client, one after another")
     ap.add_argument("--baseline", default=None, help="also measure the server of this git commit")
+    ap.add_argument("--hostile", action="store_true", help="also: idle connections and stalled uploads")
+    ap.add_argument("--half-open", type=int, default=2000, help="idle connections opened by --hostile")
+    ap.add_argument("--uploads", type=int, default=40, help="stalled 20 MB uploads opened by --hostile")
     ap.add_argument("--out", default=str(ROOT / "results" / "serve_load.json"))
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:

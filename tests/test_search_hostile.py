@@ -250,16 +250,35 @@ def test_idle_and_stalled_connections_are_closed_after_the_timeout(serve):
     assert served.json("/api/info")[0] == 200
 
 
-def test_connections_over_the_cap_are_refused_at_once_and_the_server_recovers(serve):
+def test_connections_over_the_cap_close_the_idlest_or_get_a_503(serve):
     """Was: every connection got a thread; 4,000 half-open ones held 4,000 threads and, with file
-    descriptors exhausted, the server stopped answering."""
-    served = serve(timeout=30.0, max_connections=4)
-    held = [_connect(served) for _ in range(4)]
-    time.sleep(0.3)  # let the server accept them
+    descriptors exhausted, the server stopped answering. Now at most max_connections are open:
+    idle ones make room for new ones, and only busy ones make the server refuse (503)."""
+    served = serve(timeout=30.0, max_connections=4, max_uploads=10, max_upload_bytes=1 << 20)
+    idle = [_connect(served) for _ in range(4)]  # half-open: never send a request
+    time.sleep(0.3)
+    for _ in range(3):  # new clients are still answered, each closing the longest-idle connection
+        assert served.json("/api/info")[0] == 200
+    closed = 0
+    for s in idle:
+        s.settimeout(5)
+        try:
+            closed += s.recv(10) == b""
+        except (ConnectionResetError, socket.timeout):
+            closed += 1
+        s.close()
+    assert closed >= 3
+    time.sleep(0.3)
+    busy = []  # uploads in progress are busy: they are never closed to make room
+    for _ in range(4):
+        s = _connect(served)
+        s.sendall(b"POST /api/audio HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 900000\r\n\r\nRIFF")
+        busy.append(s)
+    time.sleep(0.5)
     extra = _connect(served)
     status, headers, body = _responses(_read_all(extra))[0]
     assert status == 503 and headers["retry-after"] == "1" and "busy" in json.loads(body)["error"]
-    for s in held:
+    for s in busy:
         s.close()
     for _ in range(50):  # the slots come back as the server notices the closed connections
         try:

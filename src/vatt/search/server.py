@@ -31,7 +31,8 @@ with no stack trace (it goes to the log).
 
 Hostile clients: every socket operation has a timeout (``timeout``, default 20 s: an idle
 keep-alive connection, a stalled upload or a reader that stops reading is closed), at most
-``max_connections`` are served at once (more get a 503 at once, without a thread), at most
+``max_connections`` are open at once (at the cap the longest-idle one is closed to make room; when
+all are busy answering, a new one gets a 503 at once, without a thread), at most
 ``max_uploads`` uploads are read at once, a request body that is not used is read and dropped
 (or the connection closed) so it is never parsed as a request, running out of file descriptors
 pauses accepting instead of spinning, and a client that resets its connection costs one debug
@@ -360,6 +361,13 @@ class Handler(BaseHTTPRequestHandler):
 
     def _guard(self, fn) -> None:
         self._unread = self._body_length()
+        self.server.mark(self.connection, busy=True)
+        try:
+            self._route(fn)
+        finally:
+            self.server.mark(self.connection, busy=False)
+
+    def _route(self, fn) -> None:
         try:
             if self.app.local_only:
                 host = (self.headers.get("Host") or "").lower()
@@ -533,9 +541,11 @@ _BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\
 
 
 class _Server(ThreadingHTTPServer):
-    """A thread per connection, at most ``max_connections`` of them (more get a 503 at once), a deep
-    listen backlog, a pause instead of a busy loop when file descriptors run out, and no traceback
-    on stderr for clients that reset or time out."""
+    """A thread per connection, at most ``max_connections`` of them, a deep listen backlog, a pause
+    instead of a busy loop when file descriptors run out, and no traceback on stderr for clients
+    that reset or time out. At the cap, the connection that has waited longest for a request (idle
+    keep-alive, half-open, or still sending its headers) is closed to make room; only when every
+    connection is busy answering does a new one get a 503 at once."""
 
     daemon_threads = True
     block_on_close = False
@@ -546,7 +556,27 @@ class _Server(ThreadingHTTPServer):
     def server_activate(self):
         super().server_activate()
         self._slots = threading.BoundedSemaphore(self.max_connections)
+        self._conns: dict = {}  # socket -> monotonic time it started waiting for a request; None: busy
+        self._conns_lock = threading.Lock()
         self._last_fd_warning = 0.0
+
+    def mark(self, sock, busy: bool) -> None:
+        with self._conns_lock:
+            if sock in self._conns:
+                self._conns[sock] = None if busy else time.monotonic()
+
+    def _evict_idle(self) -> bool:
+        with self._conns_lock:
+            idle = [(t, id(s), s) for s, t in self._conns.items() if t is not None]
+            if not idle:
+                return False
+            sock = min(idle)[2]
+            self._conns[sock] = None  # never picked twice
+        try:
+            sock.shutdown(socket.SHUT_RDWR)  # its thread reads end-of-stream and exits
+        except OSError:
+            pass
+        return True
 
     def get_request(self):
         try:
@@ -564,16 +594,21 @@ class _Server(ThreadingHTTPServer):
 
     def process_request(self, request, client_address):
         if not self._slots.acquire(blocking=False):
-            try:  # answered from the accepting thread, without blocking on the client
-                request.setblocking(False)
-                request.send(_BUSY)
-            except OSError:
-                pass
-            self.shutdown_request(request)
-            return
+            if not (self._evict_idle() and self._slots.acquire(timeout=2.0)):
+                try:  # every connection is busy: answered from here, without blocking on the client
+                    request.setblocking(False)
+                    request.send(_BUSY)
+                except OSError:
+                    pass
+                self.shutdown_request(request)
+                return
+        with self._conns_lock:
+            self._conns[request] = time.monotonic()
         try:
             super().process_request(request, client_address)
         except BaseException:
+            with self._conns_lock:
+                self._conns.pop(request, None)
             self._slots.release()
             raise
 
@@ -581,6 +616,8 @@ class _Server(ThreadingHTTPServer):
         try:
             super().process_request_thread(request, client_address)
         finally:
+            with self._conns_lock:
+                self._conns.pop(request, None)
             self._slots.release()
 
     def handle_error(self, request, client_address):
