@@ -290,3 +290,47 @@ def test_a_narrow_window_keeps_the_header_usable_and_a_stopped_server_is_explain
     status = driver.find_element("id", "status").text
     assert "Cannot reach the vatt server" in status and "Failed to fetch" not in status, status
     driver.set_window_size(1280, 900)
+
+
+_STUB_SEARCH = """
+window.__urls = [];
+const realFetch = window.fetch;
+window.fetch = async (url, opts) => {
+  if (!String(url).startsWith('/api/search')) return realFetch(url, opts);
+  window.__urls.push(String(url));
+  const k = parseInt(new URL(url, location.href).searchParams.get('k'));
+  const results = [];
+  for (let i = 0; i < k; i++) {
+    const file = i < 5 ? 'f0' : 'f' + i;  // the 5 best moments are all in one file
+    results.push({path: file + '.mp4', start: i, end: i + 1, score: 0.9 - i * 0.001, thumbnail: '/thumb/0.jpg',
+                  file: file, media: '/media/x', window: 0, windows: 1, content: i === 6 ? 'c5' : 'c' + i,
+                  duration: 60, captions: null});  // 6 is a copy of 5
+  }
+  return new Response(JSON.stringify({results: results, took_ms: 1, words: {unknown: [], ignored: []}}),
+                      {headers: {'Content-Type': 'application/json'}});
+};
+"""
+
+
+@pytest.mark.slow
+def test_a_files_extra_moments_and_copies_collapse_and_load_more_asks_for_more(page):
+    """Was: identical clips and neighbouring moments of one file piled up, and there was no way to
+    see more than the first page. The API is stubbed in the page: this is about the grid alone."""
+    driver, _, base = page
+    _open(driver, base)
+    driver.execute_script(_STUB_SEARCH)
+    _search(driver, "anything")
+    count = "document.querySelectorAll('#results .result').length"
+    _wait(driver, f"{count} > 0", what="results")
+    paths = [c.get_attribute("data-path") for c in driver.find_elements("css selector", "#results .result")]
+    assert paths[:3] == ["f0.mp4", "f0.mp4", "f5.mp4"] and "f6.mp4" not in paths and len(paths) == 20, paths
+    assert "1 identical: f6.mp4" in driver.find_element("css selector", "#results .twins").text
+    more_in_file = driver.find_element("css selector", "#results .siblings")
+    assert more_in_file.text == "3 more in this file"
+    more_in_file.click()
+    assert driver.execute_script(f"return {count}") == 23
+    load_more = driver.find_element("id", "load-more")
+    assert load_more.is_displayed()
+    load_more.click()
+    _wait(driver, f"{count} === 44", what="the second page")
+    assert [u.rsplit("k=", 1)[1] for u in driver.execute_script("return window.__urls")] == ["24", "48"]

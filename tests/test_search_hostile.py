@@ -433,3 +433,26 @@ def test_answers_flag_unknown_words_and_carry_captions_duplicates_and_skipped_fi
     assert body.decode() == "WEBVTT\n\n00:00:00.000 --> 00:00:01.500\na red ball bounces\n"
     status, info = served.json("/api/info")
     assert info["skipped_count"] == 1 and info["skipped"] == [{"path": "junk.mp4", "reason": "not_media"}]
+
+
+def test_running_out_of_file_descriptors_pauses_accepting_instead_of_spinning(serve, monkeypatch):
+    """Was: with file descriptors exhausted, accept() failed at once, again and again (100% CPU),
+    and the server stopped answering."""
+    import errno
+    import socketserver
+
+    served = serve()
+    calls = []
+
+    def out_of_descriptors(self):
+        calls.append(1)
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    monkeypatch.setattr(socketserver.TCPServer, "get_request", out_of_descriptors)
+    waiting = _connect(served)  # stays in the backlog: the listening socket is readable all along
+    time.sleep(1.0)
+    monkeypatch.undo()
+    assert 3 <= len(calls) <= 100, len(calls)  # a pause after each failure (a spin makes thousands)
+    waiting.sendall(b"GET /api/info HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+    assert _responses(_read_all(waiting))[0][0] == 200  # accepted once descriptors are back
+    waiting.close()
