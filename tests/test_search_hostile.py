@@ -456,3 +456,35 @@ def test_running_out_of_file_descriptors_pauses_accepting_instead_of_spinning(se
     waiting.sendall(b"GET /api/info HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
     assert _responses(_read_all(waiting))[0][0] == 200  # accepted once descriptors are back
     waiting.close()
+
+
+def test_an_upload_being_decoded_does_not_hold_up_text_queries(serve, synth_corpus):
+    """Decoding an upload (up to 30 s of audio) needs no model: it runs outside the model lock."""
+    import threading
+
+    served = serve()
+    engine = served.server.RequestHandlerClass.app.engine
+    wav = sorted((synth_corpus / "audio_only").glob("*.wav"))[0].read_bytes()
+    started, release, order = threading.Event(), threading.Event(), []
+    original = engine.decode_audio
+
+    def slow_decode(data, *args, **kwargs):
+        started.set()
+        release.wait(20)
+        order.append("upload decoded")
+        return original(data, *args, **kwargs)
+
+    engine.decode_audio = slow_decode
+    answers = {}
+    upload = threading.Thread(target=lambda: answers.update(audio=served.json("/api/audio?k=2", data=wav)))
+    upload.start()
+    try:
+        assert started.wait(20)
+        status, _ = served.json("/api/search?q=a+ball&k=2")
+        order.append("text answered")
+        assert status == 200
+    finally:
+        release.set()
+        upload.join(30)
+        engine.decode_audio = original
+    assert order == ["text answered", "upload decoded"] and answers["audio"][0] == 200

@@ -244,6 +244,11 @@ class SearchEngine:
         The file is decoded from memory (never written to disk); its first ``max_seconds`` are
         cut into model-length windows whose unit S_va embeddings are averaged.
         """
+        return self.audio_clips(self.decode_audio(data, max_seconds), k, merge)
+
+    def decode_audio(self, data: bytes, max_seconds: float = 30.0) -> np.ndarray:
+        """The model-length clips ``[n, S]`` of an uploaded audio file's first ``max_seconds``
+        (no model needed: ``vatt serve`` decodes uploads outside its model lock)."""
         if not self.can_search_audio:
             raise InputError("audio search needs a model (serve with --model DIR)")
         from ..data.decode import MediaError, MediaReader
@@ -259,8 +264,12 @@ class SearchEngine:
                                      num_samples=cfg.num_samples, video=False).audio for i in range(count)]
         except MediaError as e:
             raise InputError(f"the uploaded file is not readable audio ({e.reason})") from None
+        return np.stack(clips)
+
+    def audio_clips(self, clips: np.ndarray, k: int = 20, merge: bool = True) -> list[Hit]:
+        """Moments for decoded audio clips ``[n, S]`` (:meth:`decode_audio`): mean unit S_va."""
         with torch.no_grad():
-            va = self.model.encode_audio(torch.from_numpy(np.stack(clips)))["audio_va"].float()
+            va = self.model.encode_audio(torch.from_numpy(clips))["audio_va"].float()
         return self._moments(self.SPACES["audio"], l2_normalize(va).mean(0), k, merge=merge)
 
 

@@ -491,10 +491,14 @@ class Handler(BaseHTTPRequestHandler):
                     raise HttpError(400, "the upload ended early")
                 data += chunk
                 self._unread = size - len(data)
-            with self.app.model_lock:
-                hits, ms = timed(self.app.engine.audio, bytes(data), k, merge)
+            t0 = time.perf_counter()
+            clips = self.app.engine.decode_audio(bytes(data))  # no lock: text queries go on meanwhile
+            del data
         finally:
             self.app.upload_slots.release()
+        with self.app.model_lock:
+            hits = self.app.engine.audio_clips(clips, k, merge)
+        ms = (time.perf_counter() - t0) * 1000.0
         self._json({"results": [self.app.result(h) for h in hits], "took_ms": round(ms, 2)})
 
     def _media(self, real: str, name: str, offset: int | None, length: int | None) -> None:
