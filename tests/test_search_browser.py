@@ -217,6 +217,13 @@ def test_the_player_marks_the_moment_stops_at_its_end_and_steps_between_moments(
     _wait(driver, f"document.getElementById('player').dataset.start === '{second.get_attribute('data-start')}'",
           what="the next moment")
     assert "playing" in second.get_attribute("class")
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    ActionChains(driver).send_keys("p").perform()  # keys: back to the first moment, then close
+    _wait(driver, f"document.getElementById('player').dataset.start === '{first.get_attribute('data-start')}'",
+          what="the previous moment")
+    ActionChains(driver).send_keys("\ue00c").perform()  # Escape
+    _wait(driver, "document.getElementById('player-panel').hidden", what="the player to close")
 
 
 @pytest.mark.slow

@@ -325,6 +325,30 @@ function onTimelineClick(ev) {
   video.currentTime = Math.max(0, Math.min(1, (ev.clientX - box.left) / box.width)) * video.duration;
 }
 
+// Keys, as in other media apps: "/" searches, Escape closes the player, "n"/"p" next/previous
+// moment, "r" replays it (not while typing in a field).
+function onKey(ev) {
+  if (ev.ctrlKey || ev.metaKey || ev.altKey) return;
+  const typing = ["INPUT", "TEXTAREA", "SELECT"].includes(document.activeElement?.tagName);
+  if (ev.key === "Escape" && !$("player-panel").hidden) {
+    $("player").pause();
+    $("player-panel").hidden = true;
+    return;
+  }
+  if (typing) return;
+  if (ev.key === "/") {
+    ev.preventDefault();
+    $("query").focus();
+    $("query").select();
+  } else if (current >= 0 && ev.key === "n") {
+    playAt(Math.min(current + 1, shown.length - 1));
+  } else if (current >= 0 && ev.key === "p") {
+    playAt(Math.max(current - 1, 0));
+  } else if (current >= 0 && ev.key === "r") {
+    playAt(current);
+  }
+}
+
 // -- the library line -----------------------------------------------------------------------------
 function showLibrary(info) {
   maxK = info.max_k || maxK;
@@ -374,6 +398,7 @@ async function init() {
   $("player-next").addEventListener("click", () => playAt(current + 1));
   $("player-replay").addEventListener("click", () => playAt(current));
   $("load-more").addEventListener("click", loadMore);
+  document.addEventListener("keydown", onKey);
   $("timeline").addEventListener("click", onTimelineClick);
   const video = $("player");
   video.addEventListener("timeupdate", onTimeUpdate);
