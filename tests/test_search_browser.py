@@ -156,7 +156,7 @@ def page(synth_corpus, synth_tokenizer, tmp_path_factory):
 def _open(driver, base):
     driver.set_window_size(1280, 900)
     driver.get(base)
-    _wait(driver, "document.getElementById('library').textContent.includes('files')", what="the library line")
+    _wait(driver, "document.getElementById('library').textContent.includes('moment')", what="the library line")
 
 
 def _search(driver, text):

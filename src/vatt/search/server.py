@@ -240,8 +240,9 @@ class SearchApp:
                 "model": os.path.basename(str(self.index.meta.get("model") or "")) or None,
                 "text_search": self.engine.can_search_text, "audio_search": self.engine.can_search_audio,
                 "max_upload_bytes": self.max_upload_bytes, "max_k": MAX_K,
-                "skipped": [{"path": shown_name(_relative(b["path"], self.roots)), "reason": b["reason"]}
-                            for b in bad[:1000]], "skipped_count": len(bad)}
+                "skipped": [{"path": shown_name(_relative(str(b.get("path", "?")), self.roots)),
+                             "reason": str(b.get("reason", "unknown"))} for b in bad[:1000] if isinstance(b, dict)],
+                "skipped_count": len(bad)}
 
 
 def _relative(path: str, roots: list[str]) -> str:

@@ -355,7 +355,8 @@ function showLibrary(info) {
   const lib = $("library");
   lib.replaceChildren();
   const text = document.createElement("span");
-  text.textContent = `${info.files} files · ${info.windows} moments of ${info.window_seconds} s` +
+  const plural = (n, word) => `${n} ${word}${n === 1 ? "" : "s"}`;
+  text.textContent = `${plural(info.files, "file")} · ${plural(info.windows, "moment")} of ${info.window_seconds} s` +
     (info.model ? ` · model ${info.model}` : "");
   lib.append(text);
   if (info.skipped_count) {
