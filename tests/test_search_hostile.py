@@ -255,19 +255,24 @@ def test_connections_over_the_cap_close_the_idlest_or_get_a_503(serve):
     descriptors exhausted, the server stopped answering. Now at most max_connections are open:
     idle ones make room for new ones, and only busy ones make the server refuse (503)."""
     served = serve(timeout=30.0, max_connections=4, max_uploads=10, max_upload_bytes=1 << 20)
-    idle = [_connect(served) for _ in range(4)]  # half-open: never send a request
+    idle = []
+    for _ in range(4):  # half-open: never send a request
+        idle.append(_connect(served))
+        time.sleep(0.1)  # accepted in this order: idle[0] has waited longest
     time.sleep(0.3)
-    for _ in range(3):  # new clients are still answered, each closing the longest-idle connection
-        assert served.json("/api/info")[0] == 200
-    closed = 0
+    for _ in range(3):  # new clients are still answered: the first one closes the longest-idle
+        assert served.json("/api/info")[0] == 200  # connection, the next ones reuse its slot
+    closed = []
     for s in idle:
-        s.settimeout(5)
+        s.settimeout(0.5)
         try:
-            closed += s.recv(10) == b""
-        except (ConnectionResetError, socket.timeout):
-            closed += 1
+            closed.append(s.recv(10) == b"")
+        except ConnectionResetError:
+            closed.append(True)
+        except socket.timeout:  # still open
+            closed.append(False)
         s.close()
-    assert closed >= 3
+    assert closed == [True, False, False, False]
     time.sleep(0.3)
     busy = []  # uploads in progress are busy: they are never closed to make room
     for _ in range(4):
