@@ -4,7 +4,7 @@
     python benchmarks/search_bench.py                      # 10k and 1M windows; writes results/search.json
     python benchmarks/search_bench.py --sizes 2000 --out /tmp/s.json   # smoke run
 
-For each size a real index folder is written with :func:`vatt.search.index.write_index` (random
+For each size a real index folder is written with :func:`vatt.search.window_index.write_index` (random
 unit vectors: latency does not depend on what the vectors mean; 100 windows per file, 0.8 s
 windows every 0.4 s) and opened memory-mapped with :class:`WindowIndex`, as `vatt serve` does.
 Measured, median over ``--queries`` random queries after one warm-up query:
@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent / "src"))
 
 from vatt.search.engine import SearchEngine, faiss_available, top_k  # noqa: E402
-from vatt.search.index import INDEX_FORMAT, INDEX_VERSION, WindowIndex, write_index  # noqa: E402
+from vatt.search.window_index import INDEX_FORMAT, INDEX_VERSION, WindowIndex, write_index  # noqa: E402
 
 WINDOWS_PER_FILE = 100
 

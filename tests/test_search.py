@@ -10,7 +10,7 @@ import vatt
 from vatt.cli.main import main
 from vatt.errors import CheckpointError, InputError
 from vatt.eval.embed import embed_source, load_embeddings, save_embeddings
-from vatt.tools.search import nearest, search
+from vatt.search.embeddings import nearest, search
 
 
 def _run(capsys, *argv):
@@ -110,7 +110,7 @@ def test_search_refuses_audio_collections_with_a_clear_message(tmp_path, capsys)
 
 
 def test_faiss_request_without_faiss_is_a_clear_error():
-    from vatt.tools.search import faiss_available
+    from vatt.search.embeddings import faiss_available
 
     coll, q = torch.randn(5, 4), torch.randn(1, 4)
     if faiss_available():  # exact inner-product index: same answer as the matrix product

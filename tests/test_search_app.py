@@ -17,7 +17,7 @@ import torch
 import vatt
 from vatt.cli.main import main
 from vatt.search.engine import SearchEngine, merge_windows, top_k
-from vatt.search.index import INDEX_FILE, SPACES, WindowIndex, build_index, window_starts
+from vatt.search.window_index import INDEX_FILE, SPACES, WindowIndex, build_index, window_starts
 from vatt.search.server import make_server
 
 
@@ -389,11 +389,11 @@ def test_an_internal_failure_is_a_500_without_a_stack_trace(served_random, caplo
     def broken(*args, **kwargs):
         raise RuntimeError("secret detail /home/user/private")
 
-    original, engine.text = engine.text, broken
+    original, engine.text_many = engine.text_many, broken
     try:
         status, _, raw = served.get("/api/search?q=ball")
     finally:
-        engine.text = original
+        engine.text_many = original
     assert status == 500 and json.loads(raw) == {"error": "internal error (see the server log)"}
     assert "secret detail" in caplog.text  # the traceback went to the log, not to the client
     assert served.json("/api/search?q=ball&k=1")[0] == 200

@@ -28,3 +28,14 @@ positive_int = _number(int, 1)
 nonnegative_int = _number(int, 0)
 positive_float = _number(float, 0, low_open=True)
 nonnegative_float = _number(float, 0)
+
+
+def port(text: str) -> int:
+    """A TCP port, 0-65535 (0: the system picks a free one)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port from 0 to 65535, got {text!r}")
+    return value

@@ -103,7 +103,7 @@ def _embed(args) -> int:
 
 
 def _search(args) -> int:
-    from ..tools.search import search
+    from ..search.embeddings import search
 
     hits = search(args.file, args.query, k=args.k, model=args.model, use_faiss=args.faiss)
     if args.json:

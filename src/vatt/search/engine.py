@@ -137,7 +137,7 @@ def merge_windows(rows: list[int], scores: list[float], file: np.ndarray, start:
 
 
 class SearchEngine:
-    """Moment search over a :class:`vatt.search.index.WindowIndex`.
+    """Moment search over a :class:`vatt.search.window_index.WindowIndex`.
 
     Args:
         index: the loaded index (memory-mapped).
@@ -189,11 +189,47 @@ class SearchEngine:
 
     def text(self, query: str, k: int = 20, merge: bool = True) -> list[Hit]:
         """Moments whose video matches the sentence ``query`` (S_vt)."""
+        return self.text_many([(query, k, merge)])[0]
+
+    def text_many(self, queries: list[tuple[str, int, bool]]) -> list[list[Hit]]:
+        """Several text queries ``(sentence, k, merge)`` at once: one forward of the text tower for
+        all sentences and one matrix product with the index for all of them (``vatt serve``
+        batches concurrent requests through this). Each answer equals :meth:`text` alone up to
+        fp32 rounding."""
         if not self.can_search_text:
             raise InputError("text search needs a model with a vocabulary (serve with --model DIR)")
+        if not queries:
+            return []
         with torch.no_grad():
-            vec = self.model.encode_text([query])["text_vt"][0]
-        return self._moments(self.SPACES["text"], vec, k, merge=merge)
+            vecs = self.model.encode_text([q for q, _, _ in queries])["text_vt"].float()
+        space, n = self.SPACES["text"], self.index.num_windows
+        if n == 0:
+            return [[] for _ in queries]
+        pool = min(n, max(8 * k + 32 for _, k, _ in queries))
+        scores, idx = top_k(self.index.tensors[space], l2_normalize(vecs), pool, faiss_index=self._faiss.get(space))
+        out = []
+        for i, (_, k, merge) in enumerate(queries):
+            margin = self.merge_margin if merge else None
+            hits = merge_windows(idx[i].tolist(), scores[i].tolist(), self.index.file, self.index.start,
+                                 self.index.end, k, margin)
+            if len(hits) < k and pool < n:  # merging ate the pool: this one query looks further
+                hits = self._moments(space, vecs[i], k, merge=merge)
+            out.append(hits)
+        return out
+
+    def query_words(self, query: str) -> dict[str, list[str]]:
+        """How the model reads ``query``: ``{"unknown": words outside its vocabulary (they all read
+        as one <unk> word), "ignored": words past the text tower's length}``."""
+        from ..text import OfficialWordTokenizer, normalize_words, official_words
+
+        tok = self.model.tokenizer if self.model is not None else None
+        if tok is None:
+            return {"unknown": [], "ignored": []}
+        words = official_words(query) if isinstance(tok, OfficialWordTokenizer) else normalize_words(query)
+        limit = self.model.config.text.max_words
+        ids = tok.encode_words(query, len(words) or 1)
+        unknown = [w for w, i in zip(words[:limit], ids) if i == tok.unk_id]
+        return {"unknown": list(dict.fromkeys(unknown)), "ignored": words[limit:]}
 
     def similar(self, row: int, k: int = 20, merge: bool = True) -> list[Hit]:
         """Moments whose video looks like window ``row`` (S_va); the query's own moment is left out."""
@@ -208,6 +244,11 @@ class SearchEngine:
         The file is decoded from memory (never written to disk); its first ``max_seconds`` are
         cut into model-length windows whose unit S_va embeddings are averaged.
         """
+        return self.audio_clips(self.decode_audio(data, max_seconds), k, merge)
+
+    def decode_audio(self, data: bytes, max_seconds: float = 30.0) -> np.ndarray:
+        """The model-length clips ``[n, S]`` of an uploaded audio file's first ``max_seconds``
+        (no model needed: ``vatt serve`` decodes uploads outside its model lock)."""
         if not self.can_search_audio:
             raise InputError("audio search needs a model (serve with --model DIR)")
         from ..data.decode import MediaError, MediaReader
@@ -223,8 +264,12 @@ class SearchEngine:
                                      num_samples=cfg.num_samples, video=False).audio for i in range(count)]
         except MediaError as e:
             raise InputError(f"the uploaded file is not readable audio ({e.reason})") from None
+        return np.stack(clips)
+
+    def audio_clips(self, clips: np.ndarray, k: int = 20, merge: bool = True) -> list[Hit]:
+        """Moments for decoded audio clips ``[n, S]`` (:meth:`decode_audio`): mean unit S_va."""
         with torch.no_grad():
-            va = self.model.encode_audio(torch.from_numpy(np.stack(clips)))["audio_va"].float()
+            va = self.model.encode_audio(torch.from_numpy(clips))["audio_va"].float()
         return self._moments(self.SPACES["audio"], l2_normalize(va).mean(0), k, merge=merge)
 
 

@@ -27,6 +27,7 @@ clips whose unit embeddings are averaged; a shorter one as the clip centred on i
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import logging
@@ -57,23 +58,53 @@ _DTYPES = {"F32": np.float32, "I32": np.int32, "I64": np.int64, "U8": np.uint8}
 # -- reading ---------------------------------------------------------------------------------------
 def _mmap_safetensors(path: Path) -> dict[str, torch.Tensor]:
     """Tensors of a safetensors file as memory-mapped (copy-on-write) CPU tensors: nothing is read
-    until used, so a 1M-window index opens instantly and shares the page cache."""
-    with open(path, "rb") as f:
-        n = int.from_bytes(f.read(8), "little")
-        header = json.loads(f.read(n))
-    out = {}
-    for name, spec in header.items():
-        if name == "__metadata__":
-            continue
-        a, b = spec["data_offsets"]
-        dtype = _DTYPES[spec["dtype"]]
-        shape = tuple(spec["shape"])
-        if b == a:
-            arr = np.zeros(shape, dtype)
-        else:
-            arr = np.memmap(path, dtype=dtype, mode="c", offset=8 + n + a, shape=shape)
-        out[name] = torch.from_numpy(arr)
+    until used, so a 1M-window index opens instantly and shares the page cache. A truncated or
+    garbage file is a CheckpointError naming it."""
+    bad = f"{path} is not a complete windows file (truncated or damaged; rebuild the index with `vatt index`)"
+    size = path.stat().st_size
+    try:
+        with open(path, "rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            if not 0 < n <= size - 8:
+                raise ValueError("header size")
+            header = json.loads(f.read(n))
+        out = {}
+        for name, spec in header.items():
+            if name == "__metadata__":
+                continue
+            a, b = (int(x) for x in spec["data_offsets"])
+            dtype = _DTYPES[spec["dtype"]]
+            shape = tuple(int(x) for x in spec["shape"])
+            if not 0 <= a <= b <= size - 8 - n or b - a != int(np.prod(shape)) * np.dtype(dtype).itemsize:
+                raise ValueError(f"tensor {name} lies outside the file")
+            if b == a:
+                arr = np.zeros(shape, dtype)
+            else:
+                arr = np.memmap(path, dtype=dtype, mode="c", offset=8 + n + a, shape=shape)
+            out[name] = torch.from_numpy(arr)
+    except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{bad}: {e}") from None
     return out
+
+
+def _check_layout(meta: dict, tensors: dict[str, torch.Tensor], where: Path) -> None:
+    """Every tensor and file entry an index needs, with consistent shapes (else CheckpointError)."""
+    bad = f"{where} is damaged (rebuild the index with `vatt index`)"
+    need = {**SPACES, "start": 0, "end": 0, "file": 0, "thumb_offsets": 0, "thumbs": 0}
+    missing = sorted(set(need) - set(tensors))
+    if missing:
+        raise CheckpointError(f"{bad}: the windows file lacks {', '.join(missing)}")
+    n = tensors["file"].shape[0]
+    for name, dim in need.items():
+        want = {"thumb_offsets": (n + 1,), "thumbs": tensors["thumbs"].shape}.get(name, (n, dim) if dim else (n,))
+        if tuple(tensors[name].shape) != want:
+            raise CheckpointError(f"{bad}: {name} has shape {list(tensors[name].shape)}, expected {list(want)}")
+    for i, f in enumerate(meta["files"]):
+        if not isinstance(f, dict) or not {"id", "path", "rel", "size", "mtime_ns", "rows"} <= set(f):
+            raise CheckpointError(f"{bad}: file entry {i} lacks id, path, rel, size, mtime_ns or rows")
+        a, b = f["rows"]
+        if not 0 <= a <= b <= n:
+            raise CheckpointError(f"{bad}: file entry {i} points at rows {a}..{b} of {n}")
 
 
 class WindowIndex:
@@ -94,12 +125,17 @@ class WindowIndex:
         if meta.get("version") != INDEX_VERSION:
             raise CheckpointError(f"{meta_path} has index version {meta.get('version')}; this vatt reads "
                                   f"{INDEX_VERSION} (rebuild it with `vatt index`)")
-        windows = self.directory / meta["windows_file"]
+        missing = [k for k in ("windows_file", "files", "roots", "window", "hop") if k not in meta]
+        if missing or not isinstance(meta.get("files"), list) or not isinstance(meta.get("windows_file"), str):
+            raise CheckpointError(f"{meta_path} is damaged: it lacks {', '.join(missing) or 'a files list'} "
+                                  "(rebuild the index with `vatt index`)")
+        windows = self.directory / os.path.basename(meta["windows_file"])
         if not windows.is_file():
             raise CheckpointError(f"{windows} is missing (rebuild the index with `vatt index`)")
         self.meta = meta
         self.files: list[dict] = meta["files"]
         self.tensors = _mmap_safetensors(windows)
+        _check_layout(meta, self.tensors, self.directory)
         self.file = self.tensors["file"].numpy()
         self.start = self.tensors["start"].numpy()
         self.end = self.tensors["end"].numpy()
@@ -301,14 +337,19 @@ class _Embedder:
             if not info.has_video:
                 raise MediaError(path, "no_video_track")
             duration = info.duration if info.duration > 0 else self.window
+            readable = None  # where a damaged file stops being readable (s)
             for st in window_starts(duration, self.window, self.hop):
                 try:
                     wins = [reader.read(s, num_frames=cfg.num_frames, fps=cfg.fps, sample_rate=cfg.sample_rate,
                                         num_samples=cfg.num_samples, short_side=cfg.resize * 2)
                             for s in self.sub_starts(st)]
                 except MediaError as e:
-                    if e.reason == "no_frames" and kept:  # truncated: keep the windows before the damage
-                        log.warning("%s: no frames after %.2fs (truncated?); indexed up to there", path, st)
+                    # truncated or damaged mid-way (the decoder fails, or finds no frame from here
+                    # on): keep the windows before the damage
+                    if e.reason in ("no_frames", "decode_error") and kept:
+                        readable = min(kept[-1] + self.window, duration)
+                        log.warning("%s: unreadable in the window from %.2fs (%s; truncated?); indexed up to %.2fs",
+                                    path, st, e.reason, readable)
                         break
                     raise
                 videos.append(torch.cat([transforms.eval_video(w.frames, cfg) for w in wins]))  # [n_sub, T, c, c, 3]
@@ -323,8 +364,10 @@ class _Embedder:
         start = np.asarray(kept, np.float32)
         end = np.minimum(start + self.window, duration).astype(np.float32)
         tensors = {k: torch.cat(v) for k, v in out.items()}
-        return FileWindows(tensors, start, end, thumbs), {"duration": round(float(info.duration), 3),
-                                                          "has_audio": bool(info.has_audio)}
+        info_out = {"duration": round(float(info.duration), 3), "has_audio": bool(info.has_audio)}
+        if readable is not None:
+            info_out["readable_until"] = round(float(readable), 3)
+        return FileWindows(tensors, start, end, thumbs), info_out
 
 
 def _stat(path: str) -> tuple[int, int]:
@@ -336,14 +379,34 @@ def _file_id(path: str) -> str:
     return hashlib.sha1(path.encode("utf-8", "surrogateescape")).hexdigest()[:16]
 
 
+def shown_name(path: str) -> str:
+    """A path as text people (and JSON) can hold: bytes that are not UTF-8 become U+FFFD."""
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def name_fields(path: str) -> dict:
+    """``{"path": ...}`` for ``index.json``, lossless for any name the OS allows: a name that is
+    not valid UTF-8 (``bad\\xffname.mp4``) is shown with U+FFFD and kept exactly, as the
+    base64 of its bytes, under ``path_bytes``."""
+    if path == shown_name(path):
+        return {"path": path}
+    return {"path": shown_name(path), "path_bytes": base64.b64encode(os.fsencode(path)).decode("ascii")}
+
+
+def stored_path(entry: dict, key: str = "path") -> str:
+    """The exact path of an ``index.json`` entry (the inverse of :func:`name_fields`)."""
+    raw = entry.get(f"{key}_bytes")
+    return os.fsdecode(base64.b64decode(raw)) if raw else entry[key]
+
+
 def _rel(item: MediaItem, roots: list[str]) -> str:
     """The path shown to people: relative to the root holding it (``shard.tar#member`` for shards)."""
     real = os.path.realpath(item.file)
     member = item.key[len(item.file):] if item.offset is not None else ""
     for r in roots:
         if real.startswith(r.rstrip(os.sep) + os.sep):
-            return os.path.relpath(real, r) + member
-    return os.path.basename(item.file) + member
+            return shown_name(os.path.relpath(real, r) + member)
+    return shown_name(os.path.basename(item.file) + member)
 
 
 def build_index(source, model, out, *, model_path: str | None = None, window: float | None = None,
@@ -386,15 +449,15 @@ def build_index(source, model, out, *, model_path: str | None = None, window: fl
         if old_meta is not None and any(old_meta.get(k) != v for k, v in settings.items()):
             log.info("the model, window or hop changed: indexing every file again")
             old, old_meta = None, None
-    old_files = {f["path"]: (i, f) for i, f in enumerate(old.files)} if old else {}
-    old_bad = {b["path"]: b for b in old_meta.get("bad", [])} if old_meta else {}
+    old_files = {stored_path(f): (i, f) for i, f in enumerate(old.files)} if old else {}
+    old_bad = {stored_path(b): b for b in old_meta.get("bad", [])} if old_meta else {}
 
     embedder = _Embedder(model, window, hop, batch_size, device)
     files, bad, parts = [], [], []
     stats = {"embedded": 0, "reused": 0, "bad": 0, "reasons": {}}
     for shard in bad_shards:
         size, mtime = _stat(shard)
-        bad.append({"path": shard, "size": size, "mtime_ns": mtime, "reason": "bad_shard"})
+        bad.append({**name_fields(shard), "size": size, "mtime_ns": mtime, "reason": "bad_shard"})
         stats["bad"] += 1
         stats["reasons"]["bad_shard"] = stats["reasons"].get("bad_shard", 0) + 1
     start_phase(progress, len(items), "indexing", "file")
@@ -424,10 +487,13 @@ def build_index(source, model, out, *, model_path: str | None = None, window: fl
             try:
                 fw, info = embedder.file(item)
                 parts.append(fw)
-                entry = {"id": _file_id(path), "path": path, "rel": _rel(item, root_list), "size": size,
+                entry = {"id": _file_id(path), **name_fields(path), "rel": _rel(item, root_list), "size": size,
                          "mtime_ns": mtime, **info}
                 if item.offset is not None:
-                    entry.update(file=item.file, offset=item.offset, length=item.length)
+                    shard = name_fields(item.file)
+                    entry.update(file=shard["path"], offset=item.offset, length=item.length)
+                    if "path_bytes" in shard:
+                        entry["file_bytes"] = shard["path_bytes"]
                 files.append(entry)
                 stats["embedded"] += 1
             except MediaError as e:
@@ -436,10 +502,10 @@ def build_index(source, model, out, *, model_path: str | None = None, window: fl
                 log.warning("%s: %s: %s", path, type(e).__name__, e)
                 reason = "decode_error"
         if reason is not None:
-            bad.append({"path": path, "size": size, "mtime_ns": mtime, "reason": reason})
+            bad.append({**name_fields(path), "size": size, "mtime_ns": mtime, "reason": reason})
             stats["bad"] += 1
             stats["reasons"][reason] = stats["reasons"].get(reason, 0) + 1
-        advance(progress, 1, file=os.path.basename(path)[-40:])
+        advance(progress, 1, file=shown_name(os.path.basename(path))[-40:])
 
     row = 0
     for entry, part in zip(files, parts):
@@ -447,7 +513,7 @@ def build_index(source, model, out, *, model_path: str | None = None, window: fl
         entry["rows"] = [row, row + n]
         row += n
     tensors = _stack(parts)
-    removed = len(set(old_files) - {f["path"] for f in files} - {b["path"] for b in bad}) if old else 0
+    removed = len(set(old_files) - {stored_path(f) for f in files} - {stored_path(b) for b in bad}) if old else 0
     del old  # release the memory map before old windows files are deleted
     meta = {"format": INDEX_FORMAT, "version": INDEX_VERSION, "model": model_path, **settings,
             "clip_seconds": cfg.clip_seconds, "source": str(source), "roots": root_list,
@@ -478,14 +544,22 @@ def write_index(out: str | os.PathLike, meta: dict, tensors: dict[str, torch.Ten
     """Write a windows file, then ``index.json`` naming it (both atomically), then drop old windows files."""
     from safetensors.torch import save_file
 
-    from ..atomic_io import atomic_path, atomic_write_json
+    from ..atomic_io import atomic_path, atomic_write_text
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     name = f"windows-{uuid.uuid4().hex[:12]}.safetensors"
+    # The JSON is made (and checked to encode) before anything is written: a failure leaves the old
+    # index as it was, with no orphan windows file.
+    text = json.dumps({**meta, "windows_file": name}, indent=1, ensure_ascii=False)
+    text.encode("utf-8")
     with atomic_path(out / name) as tmp:
         save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata={"format": INDEX_FORMAT})
-    atomic_write_json(out / INDEX_FILE, {**meta, "windows_file": name}, indent=1)
+    try:
+        atomic_write_text(out / INDEX_FILE, text + "\n")
+    except BaseException:
+        (out / name).unlink(missing_ok=True)
+        raise
     for old in out.glob("windows-*.safetensors"):
         if old.name != name:
             old.unlink(missing_ok=True)

@@ -17,7 +17,7 @@ import torch
 
 from ..errors import InputError
 from ..eval.embed import embed_texts, l2_normalize, load_embeddings
-from ..search.engine import FAISS_MIN_ITEMS, FaissIndex, faiss_available, top_k
+from .engine import FAISS_MIN_ITEMS, FaissIndex, faiss_available, top_k
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +25,9 @@ TEXT_SPACE = {"video": "video_vt", "text": "text_vt"}
 
 
 @dataclass
-class Hit:
+class Neighbour:
+    """One item of an embeddings file near the query (:class:`vatt.search.engine.Hit` is a moment)."""
+
     rank: int  # 1-based
     score: float  # cosine similarity in [-1, 1]
     item: str  # source path (or sentence)
@@ -48,7 +50,7 @@ def nearest(collection: torch.Tensor, queries: torch.Tensor, k: int = 10, *, use
     return top_k(c, q, k, faiss_index=FaissIndex(c) if use_faiss else None)
 
 
-def search(path, query: str, *, k: int = 10, model=None, use_faiss: bool | None = None) -> list[Hit]:
+def search(path, query: str, *, k: int = 10, model=None, use_faiss: bool | None = None) -> list[Neighbour]:
     """The ``k`` items of the embeddings file ``path`` closest to the sentence ``query``.
 
     Args:
@@ -65,7 +67,7 @@ def search(path, query: str, *, k: int = 10, model=None, use_faiss: bool | None 
     query_vec = embed_texts(model, [query])["text_vt"]
     scores, idx = nearest(tensors[TEXT_SPACE[modality]], query_vec, k, use_faiss=use_faiss)
     items = meta["items"]
-    return [Hit(rank=r + 1, score=float(s), item=items[int(i)], index=int(i))
+    return [Neighbour(rank=r + 1, score=float(s), item=items[int(i)], index=int(i))
             for r, (s, i) in enumerate(zip(scores[0].tolist(), idx[0].tolist()))]
 
 
