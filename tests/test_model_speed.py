@@ -228,6 +228,34 @@ def test_bits_dropout_drops_each_element_independently_with_probability_p():
         assert abs((bits_dropout(x, q) == 0).double().mean().item() - q) < 0.005
 
 
+def test_residual_dropout_is_the_residual_add_of_the_same_dropout_in_one_pass():
+    """``residual_dropout(drop, x, y)`` (the transformer blocks' ``x + drop(y)``) equals ``x`` plus
+    the very dropout ``bits_dropout`` draws for the same seed, forward and backward (the residual
+    gets the gradient as is); other dropout modules, eval mode and mismatched dtypes run as written."""
+    from vatt.model.layers import FastDropout, bits_dropout, residual_dropout
+
+    p = 0.25
+    x = torch.randn(3, 50, 64, requires_grad=True)
+    y = (torch.rand(3, 50, 64) + 1.0).requires_grad_()  # no zeros: a zero in drop(y) means dropped
+    torch.manual_seed(3)
+    out = residual_dropout(FastDropout(p).train(), x, y)
+    torch.manual_seed(3)
+    dropped = bits_dropout(y.detach(), p)
+    torch.testing.assert_close(out, x + dropped, rtol=1e-6, atol=1e-6)
+    assert torch.equal(out[dropped == 0], x[dropped == 0])  # dropped: the residual, bit for bit
+    g = torch.randn_like(out)
+    out.backward(g)
+    assert torch.equal(x.grad, g)
+    torch.testing.assert_close(y.grad, g * (dropped != 0) / (1 - p), rtol=1e-6, atol=1e-6)
+    assert torch.equal(residual_dropout(FastDropout(p).eval(), x, y), x + y)
+    torch.manual_seed(3)
+    plain = residual_dropout(nn.Dropout(p).train(), x, y)  # F.dropout's own masks
+    torch.manual_seed(3)
+    torch.testing.assert_close(plain, x + F.dropout(y, p, training=True))
+    half = residual_dropout(FastDropout(p).train(), x, y.detach().bfloat16())  # promotes as x + drop(y)
+    assert half.dtype == torch.float32
+
+
 def test_fast_dropout_is_a_switch_and_steps_aside_where_it_does_not_apply():
     from vatt.model.layers import FastDropout
 

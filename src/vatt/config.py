@@ -213,10 +213,10 @@ class ModelConfig(ConfigBase):
     ``cpu_linear``: ``"onednn"`` (default) runs fp32 CPU linears, forward and backward, on
     oneDNN, about 2x torch's default GEMM on our CPUs; ``"torch"`` is the previous path. Outputs
     equal within fp32 rounding. Neither switch affects GPUs or bf16 autocast. See docs/MODEL.md, "Performance notes (CPU)".
-    ``cpu_dropout``: ``"bits"`` (default) makes CPU dropout masks from 16 random bits of torch's
-    generator per element (p quantised to 1/65536; ~5x cheaper than a Bernoulli draw each:
-    5% of an MBS tower step); ``"torch"`` is ``F.dropout``. Same distribution, other masks for a
-    given seed; GPUs and ``torch.compile`` always use ``F.dropout``.
+    ``cpu_dropout``: ``"bits"`` (default) makes CPU dropout masks from 16 random bits per element
+    (numpy's SFC64 seeded from torch's generator; p quantised to 1/65536) and applies them in one
+    pass, together with the residual add where one follows; ``"torch"`` is ``F.dropout``. Same
+    distribution, other masks for a given seed; GPUs and ``torch.compile`` always use ``F.dropout``.
     """
 
     name: str = "mbs"

@@ -5,9 +5,10 @@
   model. Attention uses ``torch.nn.functional.scaled_dot_product_attention`` (fused kernels).
 * :class:`RMSNorm`, :class:`T5RelativeBias`, :class:`T5Block`: the T5-style text encoder pieces
   (no biases, no ``1/sqrt(d)`` scaling, a relative position bias added in every layer).
-* :func:`use_fast_paths`: CPU speed switches (fused QKV projection, oneDNN linears, dropout masks
-  from random bits); outputs equal within fp32 rounding (dropout: equal in distribution), state
-  dicts unchanged (``ModelConfig.fused_qkv`` / ``cpu_linear`` / ``cpu_dropout``).
+* :func:`use_fast_paths`: CPU speed switches (fused QKV projection, oneDNN linears, one-pass
+  dropout from random bits, fused with the residual add by :func:`residual_dropout`); outputs equal
+  within fp32 rounding (dropout: equal in distribution), state dicts unchanged
+  (``ModelConfig.fused_qkv`` / ``cpu_linear`` / ``cpu_dropout``).
 
 All shapes are ``[B, N, D]`` (batch, tokens, width) unless stated otherwise.
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -95,47 +97,101 @@ def _fast_dropout_ok(x: torch.Tensor) -> bool:
     return x.device.type == "cpu" and x.is_floating_point() and not torch.compiler.is_compiling()
 
 
-def bits_dropout(x: torch.Tensor, p: float) -> torch.Tensor:
-    """Training-mode dropout whose mask takes 16 random bits per element from torch's generator.
+_ZERO = torch.zeros(())  # the broadcast 0 of ``addcmul(0, x, keep, value=scale)``: x * keep * scale in one pass
 
-    ``F.dropout`` on CPU draws one Bernoulli sample per element (``bernoulli_``: 16 ms for a
-    785 x 4096 activation here); this draws 64-bit integers over their full range and compares each
-    16-bit quarter with a threshold (2 ms, plus the masking). An element is dropped with probability
-    ``round(p * 65536) / 65536`` (p quantised to 1/65536, e.g. 0.1000061 for 0.1) and kept ones are
-    scaled by ``1 / (1 - p)``, as in ``F.dropout``. The masks follow ``torch.manual_seed`` but are
-    not the masks ``F.dropout`` draws for the same seed. Gradients pass through the kept elements
-    with the same scale (autograd keeps the boolean mask only).
+
+def random_bits16(n: int) -> torch.Tensor:
+    """``n`` uniformly random int16 values (16 random bits each), CPU.
+
+    The bits come from numpy's SFC64 generator seeded by one draw from torch's generator, so they
+    follow ``torch.manual_seed`` (and a checkpoint's saved RNG state) like every other random
+    number of the model. SFC64 makes 64 bits in ~2 ns where torch's CPU generator (MT19937, one
+    thread) takes ~4 ns: the generator was a third of a dropout's cost (docs/MODEL.md).
     """
-    n = x.numel()
-    bits = torch.empty((n + 3) // 4, dtype=torch.int64, device=x.device).random_(-(2 ** 63), None)  # full range
-    drop = bits.view(torch.int16)[:n].view(x.shape) < (round(p * 65536) - 32768)
-    return _MaskScaleFn.apply(x, drop, 1.0 / (1.0 - p))
+    seed = int(torch.randint(0, 2 ** 62, (), dtype=torch.int64))
+    raw = np.random.SFC64(seed).random_raw((n + 3) // 4)
+    return torch.from_numpy(raw.view(np.int16)[:n])
 
 
-class _MaskScaleFn(torch.autograd.Function):
-    """``x * scale`` with ``drop`` zeroed, forward and backward in two passes (no clone)."""
+def keep_mask(shape: torch.Size | tuple, p: float) -> torch.Tensor:
+    """A dropout keep mask ``[shape]``, uint8 1 (kept) or 0 (dropped), from 16 random bits per element.
+
+    An element is dropped with probability ``round(p * 65536) / 65536`` (p quantised to 1/65536,
+    e.g. 0.1000061 for 0.1), independently of every other. Not the masks ``F.dropout`` draws for
+    the same seed.
+    """
+    bits = random_bits16(math.prod(shape)).view(shape)
+    return (bits >= round(p * 65536) - 32768).view(torch.uint8)  # a bool's bytes, read as 0/1 numbers
+
+
+def _apply_keep(base: torch.Tensor, x: torch.Tensor, keep: torch.Tensor, scale: float) -> torch.Tensor:
+    """``base + x * keep * scale`` in one pass (``addcmul``). The mask is first widened to x's dtype
+    in the output's own buffer (no extra allocation: fresh pages cost page faults): mixed-dtype
+    arithmetic and ``masked_fill`` run element by element, several times slower than a vectorised
+    pass, and uint8 -> float converts vectorised where bool -> float does not."""
+    out = keep.to(x.dtype)
+    return torch.addcmul(base, x, out, value=scale, out=out)
+
+
+class _DropoutFn(torch.autograd.Function):
+    """``x * keep * scale`` forward and ``grad * keep * scale`` backward, one pass each; saves the
+    one-byte mask only."""
 
     @staticmethod
-    def forward(ctx, x, drop, scale):
-        ctx.save_for_backward(drop)
+    def forward(ctx, x, keep, scale):
+        ctx.save_for_backward(keep)
         ctx.scale = scale
-        return x.mul(scale).masked_fill_(drop, 0)
+        return _apply_keep(_ZERO.to(x.dtype), x, keep, scale)
 
     @staticmethod
     def backward(ctx, grad):
-        (drop,) = ctx.saved_tensors
-        return grad.mul(ctx.scale).masked_fill_(drop, 0), None, None
+        (keep,) = ctx.saved_tensors
+        return _apply_keep(_ZERO.to(grad.dtype), grad, keep, ctx.scale), None, None
+
+
+class _ResidualDropoutFn(torch.autograd.Function):
+    """``x + y * keep * scale`` (a residual branch's dropout and the residual add) in one pass;
+    backward: ``grad`` to x, ``grad * keep * scale`` to y."""
+
+    @staticmethod
+    def forward(ctx, x, y, keep, scale):
+        ctx.save_for_backward(keep)
+        ctx.scale = scale
+        return _apply_keep(x, y, keep, scale)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (keep,) = ctx.saved_tensors
+        return grad, _apply_keep(_ZERO.to(grad.dtype), grad, keep, ctx.scale), None, None
+
+
+def bits_dropout(x: torch.Tensor, p: float) -> torch.Tensor:
+    """Training-mode dropout of ``x`` with a :func:`keep_mask`; kept elements are scaled by
+    ``1 / (1 - p)`` as in ``F.dropout``, and gradients pass through them with the same scale."""
+    return _DropoutFn.apply(x, keep_mask(x.shape, p), 1.0 / (1.0 - p))
+
+
+def residual_dropout(drop: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``x + drop(y)``: a residual add after a dropout module. A :class:`FastDropout` in training
+    does both in one pass over memory (forward and backward); any other module runs as written."""
+    if type(drop) is FastDropout and drop._applies(y) and x.shape == y.shape and x.dtype == y.dtype:
+        return _ResidualDropoutFn.apply(x, y, keep_mask(y.shape, drop.p), 1.0 / (1.0 - drop.p))
+    return x + drop(y)
 
 
 class FastDropout(nn.Dropout):
-    """``nn.Dropout`` (same module, no parameters) that makes its CPU masks with :func:`bits_dropout`.
+    """``nn.Dropout`` (same module, no parameters) that makes its CPU masks with :func:`keep_mask`
+    and applies them in one pass (:func:`bits_dropout`; with the residual add: :func:`residual_dropout`).
 
     :func:`use_fast_paths` turns existing ``nn.Dropout`` modules into this class in place. Other
     devices, ``p`` of 0 or 1, eval mode and ``torch.compile`` take ``F.dropout``.
     """
 
+    def _applies(self, x: torch.Tensor) -> bool:
+        return self.training and 0.0 < self.p < 1.0 and _fast_dropout_ok(x)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training and 0.0 < self.p < 1.0 and _fast_dropout_ok(x):
+        if self._applies(x):
             return bits_dropout(x, self.p)
         return F.dropout(x, self.p, self.training, self.inplace)
 
@@ -353,8 +409,8 @@ class TransformerBlock(CheckpointableBlock):
         self.drop = nn.Dropout(dropout)
 
     def block_forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        x = x + self.drop(self.attn(self.norm1(x), mask))
-        return x + self.drop(self.mlp(self.norm2(x)))
+        x = residual_dropout(self.drop, x, self.attn(self.norm1(x), mask))
+        return residual_dropout(self.drop, x, self.mlp(self.norm2(x)))
 
 
 class TransformerEncoder(nn.Module):
@@ -446,5 +502,5 @@ class T5Block(CheckpointableBlock):
         self.drop = nn.Dropout(dropout)
 
     def block_forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-        x = x + self.drop(self.attn(self.norm1(x), bias))
-        return x + self.drop(self.mlp(self.norm2(x)))
+        x = residual_dropout(self.drop, x, self.attn(self.norm1(x), bias))
+        return residual_dropout(self.drop, x, self.mlp(self.norm2(x)))
