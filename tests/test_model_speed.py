@@ -159,8 +159,8 @@ def test_speed_benchmark_records_the_backend_of_every_figure():
     assert proc.returncode == 0, proc.stderr[-2000:]
     res = json.loads(proc.stdout)
     for dtype in ("fp32", "bf16"):
-        for row in res["gemm"][dtype].values():
-            assert {"torch", "onednn"} <= row.keys() and row["best_backend"] in row
+        for row in res["gemm"][dtype].values():  # a figure, or named unsupported on this CPU
+            assert {"torch", "onednn"} <= row.keys() | set(row.get("unsupported", [])) and row["best_backend"] in row
     assert res["gemm"]["numpy_blas"]  # the BLAS numpy used, as threadpoolctl reports it
     tower = res["train_step"]["mbs_video_tower"]
     assert tower["best_gemm_backend"] in tower["gemm_alongside_gflop_s"]
