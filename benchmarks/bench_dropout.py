@@ -17,7 +17,8 @@ with the machine (CPU model, ISA flags, threads, library versions) they were mea
   cost; the goal is the official TensorFlow code's (issue 23: 0.91 s / 0.85 s = 1.07 on an Intel Xeon).
 * ``ops``: one dropout forward + backward at the tower's MLP-hidden shape (785 x 4096) and on a
   residual branch (785 x 1024, with the residual add), per implementation, against no dropout;
-  and the random bits alone (torch's MT19937 vs numpy's SFC64, 16 bits per element).
+  and the random bits alone (torch's MT19937 vs numpy's SFC64, 16 bits per element). On
+  ``--op-threads`` (default 1): the work itself, without two threads waiting for each other.
 """
 
 from __future__ import annotations
@@ -108,7 +109,7 @@ def tower_steps(quick: bool) -> dict:
 
 def op_runs(shape, residual: bool) -> dict:
     """Forward + backward of one dropout (``residual``: ``r + drop(y)``) per implementation."""
-    from vatt.model.layers import FastDropout, residual_dropout
+    from vatt.model.fast_paths import FastDropout, residual_dropout
 
     y0 = torch.randn(shape, requires_grad=True)
     r0 = torch.randn(shape, requires_grad=True)
@@ -128,7 +129,7 @@ def op_runs(shape, residual: bool) -> dict:
 
 
 def generator_runs(n: int) -> dict:
-    from vatt.model.layers import random_bits16
+    from vatt.model.fast_paths import random_bits16
 
     return {"torch_mt19937": lambda: torch.empty((n + 3) // 4, dtype=torch.int64).random_(-(2 ** 63), None),
             "numpy_sfc64": lambda: random_bits16(n)}
@@ -144,6 +145,7 @@ def main(argv=None) -> int:
     p.add_argument("--reps", type=int, default=9)
     p.add_argument("--op-reps", type=int, default=25)
     p.add_argument("--threads", type=int, default=int(os.environ.get("BENCH_THREADS", "2")))
+    p.add_argument("--op-threads", type=int, default=1)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     reps, op_reps = (2, 3) if args.quick else (args.reps, args.op_reps)
@@ -151,7 +153,8 @@ def main(argv=None) -> int:
     res: dict = {"env": {"machine": machine_info(), "threads": torch.get_num_threads(),
                          "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "reps": reps,
                          "load_average_start": [round(x, 2) for x in os.getloadavg()]}}
-    log("dropout ops: MLP hidden and residual shapes, and the random bits alone")
+    log(f"dropout ops on {args.op_threads} thread(s): MLP hidden and residual shapes, and the random bits alone")
+    torch.set_num_threads(args.op_threads)
     scale = 16 if args.quick else 1
     hidden, resid = (HIDDEN[0] // scale, HIDDEN[1]), (RESIDUAL[0] // scale, RESIDUAL[1])
     ops: dict = {}
@@ -162,8 +165,9 @@ def main(argv=None) -> int:
             ops[name][k]["over_none_cpu_ms"] = round((times[k][1] - times["none"][1]) * 1e3, 2)
     times = interleaved(generator_runs(hidden[0] * hidden[1]), op_reps)
     ops["random_bits_mlp_hidden"] = {k: ms(v) for k, v in times.items()}
-    res["ops"] = ops
+    res["ops"] = {"threads": args.op_threads, **ops}
     log(f"  {ops}")
+    torch.set_num_threads(args.threads)
     log("MBS video-tower train step: dropout off / default / torch / issue14, in turn")
     steps = tower_steps(args.quick)
     times = interleaved(steps, reps)

@@ -480,7 +480,8 @@ SPEED_TARGETS = (  # issue 14: (label, path in speed, target)
 
 def _measured(section: dict) -> str:
     env = section.get("env", {})
-    return (f"Measured {env.get('date')} on {describe_machine(env.get('machine'))}; {env.get('threads')} threads, "
+    threads = "" if env.get("machine") else f"; {env.get('threads')} threads"  # the machine line names them
+    return (f"Measured {env.get('date')} on {describe_machine(env.get('machine'))}{threads}, "
             f"load average {env.get('load_average_start')} -> {env.get('load_average_end')}")
 
 
@@ -503,9 +504,10 @@ def render_dropout(d) -> list:
     lines += ["", f"- {tw['workload']}; goal: the official TensorFlow code's own dropout cost (issue 23, Intel Xeon); "
                   f"met: {'yes' if tw.get('met') else '**no**'}", ""]
     ops = d.get("ops", {})
-    rows = [(name, r) for name, r in ops.items() if "none" in r]
+    rows = [(name, r) for name, r in ops.items() if isinstance(r, dict) and "none" in r]
     if rows:
-        lines += ["| one dropout, forward + backward, CPU ms | shape | none | default | F.dropout | issue 14 |",
+        lines += [f"| one dropout, forward + backward, CPU ms on {ops.get('threads', '?')} thread(s) | shape | none | "
+                  "default | F.dropout | issue 14 |",
                   "|---|---|---:|---:|---:|---:|"]
         for name, r in rows:
             lines.append(f"| {name} | {'x'.join(map(str, r['shape']))} | {r['none']['cpu_ms']} | {r['default']['cpu_ms']} | "

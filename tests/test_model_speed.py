@@ -15,7 +15,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import vatt
-from vatt.model.layers import Attention, FastLinear, use_fast_paths
+from vatt.model.fast_paths import FastLinear, use_fast_paths
+from vatt.model.layers import Attention
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = [(False, "torch"), (True, "torch"), (False, "onednn"), (True, "onednn")]
@@ -201,7 +202,7 @@ def test_bits_dropout_drops_each_element_independently_with_probability_p():
     """The random-bits masks have F.dropout's distribution: every element position (including each
     of the four 16-bit lanes of a 64-bit draw) is dropped with probability p, kept elements are
     scaled by 1/(1-p), masks follow torch.manual_seed, and gradients flow through the kept ones."""
-    from vatt.model.layers import bits_dropout
+    from vatt.model.fast_paths import bits_dropout
 
     p, n = 0.1, 400_000
     x = torch.rand(n) + 1.0  # no zeros: a zero output means dropped
@@ -232,7 +233,7 @@ def test_residual_dropout_is_the_residual_add_of_the_same_dropout_in_one_pass():
     """``residual_dropout(drop, x, y)`` (the transformer blocks' ``x + drop(y)``) equals ``x`` plus
     the very dropout ``bits_dropout`` draws for the same seed, forward and backward (the residual
     gets the gradient as is); other dropout modules, eval mode and mismatched dtypes run as written."""
-    from vatt.model.layers import FastDropout, bits_dropout, residual_dropout
+    from vatt.model.fast_paths import FastDropout, bits_dropout, residual_dropout
 
     p = 0.25
     x = torch.randn(3, 50, 64, requires_grad=True)
@@ -257,7 +258,7 @@ def test_residual_dropout_is_the_residual_add_of_the_same_dropout_in_one_pass():
 
 
 def test_fast_dropout_is_a_switch_and_steps_aside_where_it_does_not_apply():
-    from vatt.model.layers import FastDropout
+    from vatt.model.fast_paths import FastDropout
 
     torch.manual_seed(0)
     model = vatt.create_model("tiny", dropout=0.1)

@@ -190,6 +190,12 @@ class ClassifierConfig(ConfigBase):
             raise ConfigError(f"classifier.classes has {len(self.classes)} names for {self.num_classes} classes")
 
 
+# ModelConfig fields that choose how this machine runs the model, not what the model is: kept out of
+# a saved model's config.json (VATT.save_pretrained) and ignored when one is loaded (an older file
+# has them), so the loading machine's defaults apply. Training configs and checkpoints keep them.
+RUNTIME_FIELDS = ("validate_inputs", "fused_qkv", "cpu_linear", "cpu_dropout")
+
+
 @dataclass
 class ModelConfig(ConfigBase):
     """The whole VATT model. ``shared_encoder`` set -> modality-agnostic (one encoder for all).
@@ -206,6 +212,7 @@ class ModelConfig(ConfigBase):
     ``position_resample``: position tables resized to another token grid by ``"spline"``
     (default, official order-3 spline, start aligned) or ``"bicubic"`` (centre aligned).
     ``classifier``: an optional classification head (fine-tuned models), see :class:`ClassifierConfig`.
+    Runtime switches (:data:`RUNTIME_FIELDS`: not saved with a model, see :meth:`architecture_dict`):
     ``validate_inputs``: check input shapes and ranges at every forward (one min/max per tensor);
     turn off for speed once the pipeline is known to be right.
     ``fused_qkv``: one fused ``[3D, D]`` q/k/v projection instead of three (the state dict keeps
@@ -244,6 +251,11 @@ class ModelConfig(ConfigBase):
     @property
     def modality_agnostic(self) -> bool:
         return self.shared_encoder is not None
+
+    def architecture_dict(self) -> dict:
+        """:meth:`to_dict` without the runtime switches (:data:`RUNTIME_FIELDS`): the model itself,
+        as ``save_pretrained`` writes it to ``config.json``."""
+        return {k: v for k, v in self.to_dict().items() if k not in RUNTIME_FIELDS}
 
     def check(self) -> None:
         """Raise ConfigError for values that cannot build a model (each group checks itself first)."""
