@@ -38,7 +38,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from results_file import merge_results
+from results_file import describe_machine, machine_info, merge_results
 
 import torch
 import torch.nn.functional as F
@@ -410,8 +410,9 @@ def render_markdown(data: dict) -> str:
     lines.append("")
     env = data.get("model_bench_env", {})
     if env:
-        lines += [f"Machine: {env.get('cpu')} cores ({env.get('capability')}), intra-op threads: {env.get('threads')}, "
-                  f"torch {env.get('torch')}, measured {env.get('date')}, load average "
+        machine = describe_machine(env["machine"]) if "machine" in env else (
+            f"{env.get('cpu')} cores ({env.get('capability')}), {env.get('threads')} threads, torch {env.get('torch')}")
+        lines += [f"Machine: {machine}; measured {env.get('date')}, load average "
                   f"{env.get('load_average_start')} -> {env.get('load_average_end')} (shared machine).", ""]
     peak = data.get("matmul_peak_gflops")
     if peak:
@@ -458,9 +459,10 @@ def render_markdown(data: dict) -> str:
     d = data.get("data")
     if isinstance(d, dict):
         lines += render_data(d)
+    lines += render_dropout(data.get("dropout"))
     lines += render_speed(data.get("speed"))
     lines += render_versions(data.get("versions"))
-    other = {k: v for k, v in data.items() if k not in MODEL_KEYS + ("data", "speed", "versions")}
+    other = {k: v for k, v in data.items() if k not in MODEL_KEYS + ("data", "dropout", "speed", "versions")}
     if other:
         lines += ["## Other results", ""]
         for key, value in other.items():
@@ -478,8 +480,44 @@ SPEED_TARGETS = (  # issue 14: (label, path in speed, target)
 
 def _measured(section: dict) -> str:
     env = section.get("env", {})
-    return (f"Measured {env.get('date')}, {env.get('threads')} threads, load average {env.get('load_average_start')} -> "
-            f"{env.get('load_average_end')}")
+    threads = "" if env.get("machine") else f"; {env.get('threads')} threads"  # the machine line names them
+    return (f"Measured {env.get('date')} on {describe_machine(env.get('machine'))}{threads}, "
+            f"load average {env.get('load_average_start')} -> {env.get('load_average_end')}")
+
+
+def render_dropout(d) -> list:
+    """The ``dropout`` section written by ``benchmarks/bench_dropout.py`` (issue 23)."""
+    if not d:
+        return []
+    tw = d["tower"]
+    lines = ["## What dropout costs (`benchmarks/bench_dropout.py`, issue 23)", "",
+             f"{_measured(d)}. Variants timed in turn, medians of {d['env'].get('reps')}; wall clock and process "
+             "CPU time (the steadier figure on a shared machine).", "",
+             "| MBS video-tower train step | wall s | / off | CPU s | / off | goal |", "|---|---:|---:|---:|---:|---:|"]
+    labels = {"off": "dropout off (0)", "default": "dropout 0.1, default (`cpu_dropout=bits`)",
+              "torch": "dropout 0.1, `F.dropout` (`cpu_dropout=torch`)", "issue14": "dropout 0.1, issue-14 implementation"}
+    for key, label in labels.items():
+        if f"{key}_s" in tw:
+            goal = f"<= {tw['goal_over_off']}" if key == "default" else ""
+            lines.append(f"| {label} | {tw[f'{key}_s']} | {tw.get(f'{key}_over_off', 1.0)} | {tw[f'{key}_cpu_s']} | "
+                         f"{tw.get(f'{key}_over_off_cpu', 1.0)} | {goal} |")
+    lines += ["", f"- {tw['workload']}; goal: the official TensorFlow code's own dropout cost (issue 23, Intel Xeon); "
+                  f"met: {'yes' if tw.get('met') else '**no**'}", ""]
+    ops = d.get("ops", {})
+    rows = [(name, r) for name, r in ops.items() if isinstance(r, dict) and "none" in r]
+    if rows:
+        lines += [f"| one dropout, forward + backward, CPU ms on {ops.get('threads', '?')} thread(s) | shape | none | "
+                  "default | F.dropout | issue 14 |",
+                  "|---|---|---:|---:|---:|---:|"]
+        for name, r in rows:
+            lines.append(f"| {name} | {'x'.join(map(str, r['shape']))} | {r['none']['cpu_ms']} | {r['default']['cpu_ms']} | "
+                         f"{r['torch']['cpu_ms']} | {r['issue14']['cpu_ms']} |")
+        bits = ops.get("random_bits_mlp_hidden")
+        if bits:
+            lines += ["", f"- 16 random bits for each of the MLP hidden's elements: torch's MT19937 "
+                          f"{bits['torch_mt19937']['cpu_ms']} ms, numpy's SFC64 {bits['numpy_sfc64']['cpu_ms']} ms (CPU)"]
+        lines.append("")
+    return lines
 
 
 def render_speed(sp) -> list:
@@ -502,7 +540,8 @@ def render_speed(sp) -> list:
         for dtype in ("fp32", "bf16"):
             for name, row in gemm[dtype].items():
                 shape = "x".join(map(str, gemm["shapes"][name]))
-                lines.append(f"| {name} ({shape}) | {dtype} | {row.get('torch', '')} | {row.get('onednn', '')} | "
+                onednn = row.get("onednn", "unsupported" if "onednn" in row.get("unsupported", []) else "")
+                lines.append(f"| {name} ({shape}) | {dtype} | {row.get('torch', '')} | {onednn} | "
                              f"{row.get('numpy', '–')} | {row['best_backend']} |")
         blas = ", ".join(f"{b.get('internal_api')} {b.get('version')} ({b.get('architecture')})" for b in gemm.get("numpy_blas", []))
         lines += ["", f"- {gemm.get('note')}; numpy's BLAS per threadpoolctl: {blas} (OPENBLAS_CORETYPE/L2_SIZE unset)", ""]
@@ -602,7 +641,7 @@ def main(argv=None) -> int:
     layers = 1 if args.quick else args.tower_layers
     t_start = time.time()
     res: dict = {"model_bench_env": {
-        "cpu": cpu_name(), "threads": torch.get_num_threads(),
+        "cpu": cpu_name(), "threads": torch.get_num_threads(), "machine": machine_info(),
         "capability": torch.backends.cpu.get_cpu_capability(), "torch": torch.__version__,
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "reps": reps,
         "load_average_start": round(os.getloadavg()[0], 2),

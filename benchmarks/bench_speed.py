@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from results_file import publish
+from results_file import machine_info, publish
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
@@ -69,9 +69,20 @@ def gemm_shapes(quick: bool) -> dict:
 
 
 def torch_gemms(m: int, k: int, n: int, dtype: torch.dtype) -> dict:
+    """The backends that run this GEMM here (oneDNN has no bf16 inner product without AVX-512 BF16
+    or AMX, e.g. on an AVX2 Zen 3)."""
     x, w = torch.randn(m, k, dtype=dtype), torch.randn(n, k, dtype=dtype)
     lin = torch.ops.mkldnn._linear_pointwise
-    return {"torch": lambda: F.linear(x, w), "onednn": lambda: lin(x, w, None, "none", [], "")}
+    fns = {"torch": lambda: F.linear(x, w), "onednn": lambda: lin(x, w, None, "none", [], "")}
+    return {name: fn for name, fn in fns.items() if _runs(fn)}
+
+
+def _runs(fn) -> bool:
+    try:
+        fn()
+        return True
+    except RuntimeError:
+        return False
 
 
 NUMPY_CHILD = r"""
@@ -103,16 +114,19 @@ def gemm_backends(quick: bool, reps: int, threads: int) -> dict:
     res: dict = {"shapes": {k: list(v) for k, v in shapes.items()}, "fp32": {}, "bf16": {}}
     for dname, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
         for name, (m, k, n) in shapes.items():
-            times = interleaved(torch_gemms(m, k, n, dtype), reps)
+            fns = torch_gemms(m, k, n, dtype)
+            times = interleaved(fns, reps)
             res[dname][name] = {b: round(2 * m * k * n / s / 1e9, 1) for b, s in times.items()}
+            if len(fns) < 2:
+                res[dname][name]["unsupported"] = [b for b in ("torch", "onednn") if b not in fns]
     npres = numpy_gemms(shapes, reps, threads)
     res["numpy_blas"] = npres.pop("threadpoolctl")
     for name, gflops in npres.items():
         res["fp32"][name]["numpy"] = round(gflops, 1)
     for dname in ("fp32", "bf16"):
         for name, row in res[dname].items():
-            best = max(row, key=row.get)
-            row["best_backend"] = best
+            figures = {b: v for b, v in row.items() if b != "unsupported"}
+            row["best_backend"] = max(figures, key=figures.get)
     res["note"] = ("GFLOP/s of x[M,K] @ W[N,K]^T; backends: torch = F.linear (torch's default CPU GEMM), "
                    "onednn = torch.ops.mkldnn._linear_pointwise (also what torch.compile with freezing "
                    "emits), numpy = numpy matmul (fp32 only; BLAS in numpy_blas)")
@@ -224,6 +238,7 @@ def main(argv=None) -> int:
 
     defaults = ModelConfig()
     res: dict = {"env": {"threads": torch.get_num_threads(), "capability": torch.backends.cpu.get_cpu_capability(),
+                         "machine": machine_info(),
                          "torch": torch.__version__, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                          "reps": reps, "load_average_start": [round(x, 2) for x in os.getloadavg()]},
                  "variants": {"baseline": dict(BASELINE), "fast": {k: getattr(defaults, k) for k in BASELINE}}}

@@ -36,7 +36,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from results_file import RESULTS, publish
+from results_file import RESULTS, machine_info, publish
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS_FILE = RESULTS / "cpu.json"
@@ -190,7 +190,8 @@ def main(argv=None) -> int:
     head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                           check=True).stdout.strip()
     t0 = time.time()
-    res: dict = {"env": {"threads": args.threads, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    res: dict = {"env": {"threads": args.threads, "machine": machine_info(args.threads),
+                         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                          "old": rev, "new": f"{head} (working tree)",
                          "load_average_start": [round(x, 2) for x in os.getloadavg()]}}
     with tempfile.TemporaryDirectory() as tmp:

@@ -54,7 +54,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from results_file import merge_results
+from results_file import machine_info, merge_results
 
 import numpy as np
 import torch
@@ -415,7 +415,7 @@ def main(argv=None) -> int:
             result["data_wait_fraction"] = waits[0]
         result["gpu_node_estimate"] = gpu_node_estimate(result["per_core"]["paper"]["prepared_clips_s"],
                                                         result["per_core"]["paper"]["raw_clips_s"])
-    result["env"] = {"cpu_count": os.cpu_count(), "torch": torch.__version__, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    result["env"] = {"cpu_count": os.cpu_count(), "machine": machine_info(1), "torch": torch.__version__, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                      "load_average_start": load_start, "load_average_end": load_average(),
                      "note": "2-core machine shared with other jobs; medians; per-core rates with 1 torch thread"}
     print(json.dumps(result, indent=2))

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from results_file import RESULTS, merge_results
+from results_file import RESULTS, machine_info, merge_results
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 import vatt  # noqa: E402
@@ -126,6 +126,7 @@ def main(argv=None) -> dict:
                           "mem_efficient": torch.backends.cuda.mem_efficient_sdp_enabled()},
         "final_loss": round(float(loss.detach()), 4),
         "torch": torch.__version__,
+        "host": machine_info(),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
     slug = re.sub(r"[^a-z0-9]+", "-", card.lower()).strip("-")

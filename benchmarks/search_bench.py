@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from results_file import machine_info
 
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent / "src"))
@@ -139,7 +140,7 @@ def main(argv=None) -> int:
     work = Path(args.workdir or tempfile.mkdtemp(prefix="vatt-search-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     results = {"machine": {"cpu": platform.processor() or platform.machine(), "torch_threads": args.threads,
-                           "torch": torch.__version__, "faiss": faiss_available()},
+                           "torch": torch.__version__, "faiss": faiss_available(), **machine_info(args.threads)},
                "queries_per_size": args.queries, "encode_text_ms_tiny": encode_text_ms(args.queries), "sizes": []}
     for n in args.sizes:
         r = bench_size(n, args.queries, work)

@@ -126,6 +126,36 @@ def test_save_load_round_trip_bit_identical(tmp_path):
         torch.testing.assert_close(emb["text_vt"], loaded(text=ids)["text_vt"])
 
 
+def test_saved_config_is_the_architecture_and_older_files_with_runtime_switches_still_load(tmp_path):
+    """config.json holds what the model is, not how one machine ran it: the runtime switches
+    (validate_inputs and the CPU fast paths) stay out of it, and a file from before that change,
+    which has them, loads with the loading machine's defaults and the same outputs."""
+    from safetensors.torch import load_file
+
+    from vatt.config import RUNTIME_FIELDS, ModelConfig
+    from vatt.model.fast_paths import FastDropout, FastLinear
+
+    torch.manual_seed(0)
+    model = vatt.create_model("tiny", validate_inputs=False, fused_qkv=False, cpu_linear="torch", cpu_dropout="torch")
+    model.save_pretrained(tmp_path / "m")
+    meta = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert RUNTIME_FIELDS and not set(RUNTIME_FIELDS) & set(meta["config"])
+    assert ModelConfig.from_dict(meta["config"]) == ModelConfig.from_dict(model.config.architecture_dict())
+    weights = load_file(str(tmp_path / "m" / "model.safetensors"))
+    assert sorted(weights) == sorted(vatt.create_model("tiny").state_dict())  # the saved keys of either path
+    meta["config"].update(validate_inputs=False, fused_qkv=False, cpu_linear="torch", cpu_dropout="torch")
+    (tmp_path / "m" / "config.json").write_text(json.dumps(meta))  # as written before
+    loaded = vatt.load_model(tmp_path / "m")
+    defaults = ModelConfig()
+    assert all(getattr(loaded.config, k) == getattr(defaults, k) for k in RUNTIME_FIELDS)
+    assert any(type(m) is FastLinear for m in loaded.modules()) and any(type(m) is FastDropout for m in loaded.modules())
+    video, audio, text = tiny_batch(model.config)
+    with torch.no_grad():
+        want, got = model.eval()(video=video, audio=audio, text=text), loaded(video=video, audio=audio, text=text)
+    for k in want:
+        torch.testing.assert_close(got[k], want[k], rtol=1e-4, atol=1e-5)
+
+
 def test_load_rejects_foreign_directories(tmp_path):
     with pytest.raises(CheckpointError, match="not found"):
         vatt.load_model(tmp_path / "missing")

@@ -190,6 +190,12 @@ class ClassifierConfig(ConfigBase):
             raise ConfigError(f"classifier.classes has {len(self.classes)} names for {self.num_classes} classes")
 
 
+# ModelConfig fields that choose how this machine runs the model, not what the model is: kept out of
+# a saved model's config.json (VATT.save_pretrained) and ignored when one is loaded (an older file
+# has them), so the loading machine's defaults apply. Training configs and checkpoints keep them.
+RUNTIME_FIELDS = ("validate_inputs", "fused_qkv", "cpu_linear", "cpu_dropout")
+
+
 @dataclass
 class ModelConfig(ConfigBase):
     """The whole VATT model. ``shared_encoder`` set -> modality-agnostic (one encoder for all).
@@ -206,6 +212,7 @@ class ModelConfig(ConfigBase):
     ``position_resample``: position tables resized to another token grid by ``"spline"``
     (default, official order-3 spline, start aligned) or ``"bicubic"`` (centre aligned).
     ``classifier``: an optional classification head (fine-tuned models), see :class:`ClassifierConfig`.
+    Runtime switches (:data:`RUNTIME_FIELDS`: not saved with a model, see :meth:`architecture_dict`):
     ``validate_inputs``: check input shapes and ranges at every forward (one min/max per tensor);
     turn off for speed once the pipeline is known to be right.
     ``fused_qkv``: one fused ``[3D, D]`` q/k/v projection instead of three (the state dict keeps
@@ -213,10 +220,10 @@ class ModelConfig(ConfigBase):
     ``cpu_linear``: ``"onednn"`` (default) runs fp32 CPU linears, forward and backward, on
     oneDNN, about 2x torch's default GEMM on our CPUs; ``"torch"`` is the previous path. Outputs
     equal within fp32 rounding. Neither switch affects GPUs or bf16 autocast. See docs/MODEL.md, "Performance notes (CPU)".
-    ``cpu_dropout``: ``"bits"`` (default) makes CPU dropout masks from 16 random bits of torch's
-    generator per element (p quantised to 1/65536; ~5x cheaper than a Bernoulli draw each:
-    5% of an MBS tower step); ``"torch"`` is ``F.dropout``. Same distribution, other masks for a
-    given seed; GPUs and ``torch.compile`` always use ``F.dropout``.
+    ``cpu_dropout``: ``"bits"`` (default) makes CPU dropout masks from 16 random bits per element
+    (numpy's SFC64 seeded from torch's generator; p quantised to 1/65536) and applies them in one
+    pass, together with the residual add where one follows; ``"torch"`` is ``F.dropout``. Same
+    distribution, other masks for a given seed; GPUs and ``torch.compile`` always use ``F.dropout``.
     """
 
     name: str = "mbs"
@@ -244,6 +251,11 @@ class ModelConfig(ConfigBase):
     @property
     def modality_agnostic(self) -> bool:
         return self.shared_encoder is not None
+
+    def architecture_dict(self) -> dict:
+        """:meth:`to_dict` without the runtime switches (:data:`RUNTIME_FIELDS`): the model itself,
+        as ``save_pretrained`` writes it to ``config.json``."""
+        return {k: v for k, v in self.to_dict().items() if k not in RUNTIME_FIELDS}
 
     def check(self) -> None:
         """Raise ConfigError for values that cannot build a model (each group checks itself first)."""

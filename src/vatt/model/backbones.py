@@ -16,7 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import ModelConfig
-from .layers import RMSNorm, T5Block, T5RelativeBias, TransformerEncoder, glorot_linear, use_fast_paths
+from .fast_paths import choose_fast_paths
+from .layers import RMSNorm, T5Block, T5RelativeBias, TransformerEncoder, glorot_linear
 from .tokenizers import AudioTokenizer, SpatioTemporalPositions, TemporalPositions, VideoTokenizer
 
 MASK_VALUE = -1e9  # the official additive mask value for padded keys
@@ -75,7 +76,7 @@ class _Tower(_Backbone):
         self.encoder = TransformerEncoder(enc, cfg.dropout, cfg.layer_norm_eps, cfg.attention_dropout)
         self.post_proj = glorot_linear(enc.width, geometry.post_proj_dim) if geometry.post_proj_dim else None
         self.width = geometry.post_proj_dim or enc.width
-        use_fast_paths(self, cfg.fused_qkv, cfg.cpu_linear, cfg.cpu_dropout)
+        choose_fast_paths(self, cfg)
 
     def _rate(self) -> float:
         """The DropToken rate now: ``drop_rate`` in training mode, 0 in eval mode."""
@@ -142,7 +143,7 @@ class TextTransformer(_Backbone):
             T5Block(enc, cfg.dropout, cfg.layer_norm_eps, cfg.attention_dropout) for _ in range(enc.num_layers)
         )
         self.norm = RMSNorm(enc.width, cfg.layer_norm_eps)
-        use_fast_paths(self, cfg.fused_qkv, cfg.cpu_linear, cfg.cpu_dropout)
+        choose_fast_paths(self, cfg)
 
     def transformer_blocks(self) -> Iterator[nn.Module]:
         return iter(self.blocks)
@@ -198,7 +199,7 @@ class ModalityAgnosticTransformer(nn.Module):
             cfg.post_proj_dim,
         )
         self.encoder = TransformerEncoder(enc, p, eps, cfg.attention_dropout)
-        use_fast_paths(self, cfg.fused_qkv, cfg.cpu_linear, cfg.cpu_dropout)
+        choose_fast_paths(self, cfg)
 
     def transformer_blocks(self) -> Iterator[nn.Module]:
         return iter(self.encoder.blocks)

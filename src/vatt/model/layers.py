@@ -5,9 +5,9 @@
   model. Attention uses ``torch.nn.functional.scaled_dot_product_attention`` (fused kernels).
 * :class:`RMSNorm`, :class:`T5RelativeBias`, :class:`T5Block`: the T5-style text encoder pieces
   (no biases, no ``1/sqrt(d)`` scaling, a relative position bias added in every layer).
-* :func:`use_fast_paths`: CPU speed switches (fused QKV projection, oneDNN linears, dropout masks
-  from random bits); outputs equal within fp32 rounding (dropout: equal in distribution), state
-  dicts unchanged (``ModelConfig.fused_qkv`` / ``cpu_linear`` / ``cpu_dropout``).
+
+The CPU fast paths (oneDNN linears, one-pass dropout, the fused QKV projection that
+:meth:`Attention.fuse_qkv` provides) are chosen in :mod:`vatt.model.fast_paths`.
 
 All shapes are ``[B, N, D]`` (batch, tokens, width) unless stated otherwise.
 """
@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import EncoderConfig
+from .fast_paths import residual_dropout
 
 
 def glorot_linear(in_dim: int, out_dim: int, bias: bool = True) -> nn.Linear:
@@ -30,114 +31,6 @@ def glorot_linear(in_dim: int, out_dim: int, bias: bool = True) -> nn.Linear:
     if bias:
         nn.init.zeros_(layer.bias)
     return layer
-
-
-def _onednn_ok(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """The oneDNN path applies to fp32 CPU tensors outside autocast (bf16 autocast already runs on
-    oneDNN; meta tensors, e.g. FLOP counting, take the ordinary path) and outside ``torch.compile``
-    (which chooses its own GEMMs: with ``freezing`` its prepacked oneDNN linears)."""
-    return (not torch.compiler.is_compiling() and x.device.type == "cpu" and x.dtype == torch.float32 and weight.dtype == torch.float32
-            and not torch.is_autocast_enabled("cpu") and torch.backends.mkldnn.is_available())
-
-
-class _OneDNNLinearFn(torch.autograd.Function):
-    """``F.linear`` whose three GEMMs (forward, input and weight gradients) run on oneDNN.
-
-    On the AMD EPYC CPUs we run on, torch's default fp32 GEMM (MKL) reaches about half of what
-    oneDNN reaches at the transformer's shapes (``benchmarks/results/cpu.md``). Results equal
-    ``F.linear`` within fp32 rounding (another summation order), not bit for bit.
-    """
-
-    @staticmethod
-    def forward(ctx, x, weight, bias):
-        ctx.save_for_backward(x, weight)
-        ctx.has_bias = bias is not None
-        x2 = x.reshape(-1, x.shape[-1])
-        y = torch.ops.mkldnn._linear_pointwise(x2, weight, bias, "none", [], "")
-        return y.view(*x.shape[:-1], weight.shape[0])
-
-    @staticmethod
-    def backward(ctx, grad):
-        x, weight = ctx.saved_tensors
-        g2 = grad.reshape(-1, grad.shape[-1])
-        lin = torch.ops.mkldnn._linear_pointwise
-        dx = dw = db = None
-        if ctx.needs_input_grad[0]:  # dx = g @ W = linear(g, W^T); oneDNN reads the transposed view
-            # (a .contiguous() copy of W^T cost 14 ms of a 0.53 s MBS tower step: fresh pages each time)
-            dx = lin(g2, weight.t(), None, "none", [], "").view(x.shape)
-        if ctx.needs_input_grad[1]:
-            x2 = x.reshape(-1, x.shape[-1])
-            # The GEMM's input (its first operand) is made contiguous: copy fewer elements. Either
-            # g^T (N x O), or x^T (N x I) plus dW^T back to [O, I] (3% of the tiny model's step).
-            (n, i), o = x2.shape, g2.shape[1]
-            if n * i + i * o < n * o:  # dW^T = x^T @ g = linear(x^T, g^T), transposed back
-                dw = lin(x2.t().contiguous(), g2.t(), None, "none", [], "").t().contiguous()
-            else:  # dW = g^T @ x = linear(g^T, x^T)
-                dw = lin(g2.t().contiguous(), x2.t(), None, "none", [], "")
-        if ctx.has_bias and ctx.needs_input_grad[2]:
-            db = g2.sum(0)
-        return dx, dw, db
-
-
-class FastLinear(nn.Linear):
-    """``nn.Linear`` (same parameters and state dict) that runs fp32 CPU GEMMs on oneDNN.
-
-    :func:`use_fast_paths` turns existing ``nn.Linear`` modules into this class in place.
-    """
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if _onednn_ok(x, self.weight):
-            return _OneDNNLinearFn.apply(x, self.weight, self.bias)
-        return F.linear(x, self.weight, self.bias)
-
-
-def _fast_dropout_ok(x: torch.Tensor) -> bool:
-    return x.device.type == "cpu" and x.is_floating_point() and not torch.compiler.is_compiling()
-
-
-def bits_dropout(x: torch.Tensor, p: float) -> torch.Tensor:
-    """Training-mode dropout whose mask takes 16 random bits per element from torch's generator.
-
-    ``F.dropout`` on CPU draws one Bernoulli sample per element (``bernoulli_``: 16 ms for a
-    785 x 4096 activation here); this draws 64-bit integers over their full range and compares each
-    16-bit quarter with a threshold (2 ms, plus the masking). An element is dropped with probability
-    ``round(p * 65536) / 65536`` (p quantised to 1/65536, e.g. 0.1000061 for 0.1) and kept ones are
-    scaled by ``1 / (1 - p)``, as in ``F.dropout``. The masks follow ``torch.manual_seed`` but are
-    not the masks ``F.dropout`` draws for the same seed. Gradients pass through the kept elements
-    with the same scale (autograd keeps the boolean mask only).
-    """
-    n = x.numel()
-    bits = torch.empty((n + 3) // 4, dtype=torch.int64, device=x.device).random_(-(2 ** 63), None)  # full range
-    drop = bits.view(torch.int16)[:n].view(x.shape) < (round(p * 65536) - 32768)
-    return _MaskScaleFn.apply(x, drop, 1.0 / (1.0 - p))
-
-
-class _MaskScaleFn(torch.autograd.Function):
-    """``x * scale`` with ``drop`` zeroed, forward and backward in two passes (no clone)."""
-
-    @staticmethod
-    def forward(ctx, x, drop, scale):
-        ctx.save_for_backward(drop)
-        ctx.scale = scale
-        return x.mul(scale).masked_fill_(drop, 0)
-
-    @staticmethod
-    def backward(ctx, grad):
-        (drop,) = ctx.saved_tensors
-        return grad.mul(ctx.scale).masked_fill_(drop, 0), None, None
-
-
-class FastDropout(nn.Dropout):
-    """``nn.Dropout`` (same module, no parameters) that makes its CPU masks with :func:`bits_dropout`.
-
-    :func:`use_fast_paths` turns existing ``nn.Dropout`` modules into this class in place. Other
-    devices, ``p`` of 0 or 1, eval mode and ``torch.compile`` take ``F.dropout``.
-    """
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training and 0.0 < self.p < 1.0 and _fast_dropout_ok(x):
-            return bits_dropout(x, self.p)
-        return F.dropout(x, self.p, self.training, self.inplace)
 
 
 class Attention(nn.Module):
@@ -278,34 +171,6 @@ def _report_qkv_keys(module: Attention, incompatible) -> None:
     module._qkv_absent = []
 
 
-def use_fast_paths(module: nn.Module, fused_qkv: bool = False, cpu_linear: str = "torch",
-                   cpu_dropout: str = "torch") -> nn.Module:
-    """Apply the CPU speed switches to every :class:`Attention`, ``nn.Linear`` and ``nn.Dropout`` in ``module``.
-
-    ``fused_qkv``: one ``[3D, D]`` projection instead of q, k, v (see :meth:`Attention.fuse_qkv`).
-    ``cpu_linear``: ``"onednn"`` runs fp32 CPU linears (forward and backward) on oneDNN
-    (:class:`FastLinear`), ``"torch"`` on torch's default GEMM. Parameters, state dict and outputs
-    (within fp32 rounding) are unchanged either way.
-    ``cpu_dropout``: ``"bits"`` makes CPU dropout masks from 16 random bits per element
-    (:class:`FastDropout`; same distribution, other masks), ``"torch"`` uses ``F.dropout``.
-    Every switch can be flipped back.
-    """
-    if cpu_linear not in ("torch", "onednn"):
-        raise ValueError(f"cpu_linear must be 'torch' or 'onednn', got {cpu_linear!r}")
-    if cpu_dropout not in ("torch", "bits"):
-        raise ValueError(f"cpu_dropout must be 'torch' or 'bits', got {cpu_dropout!r}")
-    for m in module.modules():
-        if type(m) in (nn.Dropout, FastDropout):
-            m.__class__ = FastDropout if cpu_dropout == "bits" else nn.Dropout
-    for m in module.modules():
-        if isinstance(m, Attention):
-            m.fuse_qkv(fused_qkv)
-    for m in module.modules():
-        if type(m) in (nn.Linear, FastLinear):
-            m.__class__ = FastLinear if cpu_linear == "onednn" else nn.Linear
-    return module
-
-
 class MLP(nn.Module):
     """Linear -> exact GELU -> dropout -> Linear (the ViT / T5 GELU feed-forward)."""
 
@@ -353,8 +218,8 @@ class TransformerBlock(CheckpointableBlock):
         self.drop = nn.Dropout(dropout)
 
     def block_forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        x = x + self.drop(self.attn(self.norm1(x), mask))
-        return x + self.drop(self.mlp(self.norm2(x)))
+        x = residual_dropout(self.drop, x, self.attn(self.norm1(x), mask))
+        return residual_dropout(self.drop, x, self.mlp(self.norm2(x)))
 
 
 class TransformerEncoder(nn.Module):
@@ -446,5 +311,5 @@ class T5Block(CheckpointableBlock):
         self.drop = nn.Dropout(dropout)
 
     def block_forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-        x = x + self.drop(self.attn(self.norm1(x), bias))
-        return x + self.drop(self.mlp(self.norm2(x)))
+        x = residual_dropout(self.drop, x, self.attn(self.norm1(x), bias))
+        return residual_dropout(self.drop, x, self.mlp(self.norm2(x)))

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from ..atomic_io import atomic_write_safetensors, atomic_write_text
-from ..config import DEFAULT_PRESET, ModelConfig, get_config
+from ..config import DEFAULT_PRESET, RUNTIME_FIELDS, ModelConfig, get_config
 from ..errors import CheckpointError, ConfigError, InputError, describe_tensor
 from ..text import WordTokenizer
 from .backbones import AudioTransformer, ModalityAgnosticTransformer, TextTransformer, VideoTransformer
@@ -274,8 +274,8 @@ class VATT(nn.Module):
 
     # -- save / load ----------------------------------------------------------------------------
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
-        """Write ``config.json``, ``model.safetensors`` and (with a tokenizer) ``vocab.json``,
-        each atomically. Returns the directory."""
+        """Write ``config.json`` (the architecture: no runtime switches, see ``vatt.config.RUNTIME_FIELDS``),
+        ``model.safetensors`` and (with a tokenizer) ``vocab.json``, each atomically. Returns the directory."""
         from safetensors import SafetensorError
 
         directory = Path(directory)
@@ -286,7 +286,7 @@ class VATT(nn.Module):
             raise CheckpointError(f"could not write {directory / WEIGHTS_FILE}: {' '.join(str(e).split())[:300]}") from None
         if self.tokenizer is not None:
             self.tokenizer.save(directory / VOCAB_FILE)
-        meta = {"format": CHECKPOINT_FORMAT, "version": 1, "config": self.config.to_dict()}
+        meta = {"format": CHECKPOINT_FORMAT, "version": 1, "config": self.config.architecture_dict()}
         atomic_write_text(directory / CONFIG_FILE, json.dumps(meta, indent=2))
         return directory
 
@@ -377,8 +377,11 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> V
         raise CheckpointError(f"{config_path} is not valid JSON: {e}") from None
     if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT or "config" not in meta:
         raise CheckpointError(f"{config_path} is not a vatt model config (expected format '{CHECKPOINT_FORMAT}')")
+    saved = meta["config"]
+    if isinstance(saved, dict):  # runtime switches an older config.json holds: this machine chooses them
+        saved = {k: v for k, v in saved.items() if k not in RUNTIME_FIELDS}
     try:
-        cfg = ModelConfig.from_dict(meta["config"])
+        cfg = ModelConfig.from_dict(saved)
     except ConfigError as e:
         raise CheckpointError(f"{config_path}: {e}") from None
     device = _check_device(device)
