@@ -145,7 +145,7 @@ def video_tower(layers: int, drop: float, attention_dropout: float = 0.0):
 
 def tower_step(layers: int, batch: int, drop: float, dtype: str) -> Step:
     video = torch.rand(batch, CLIP["frames"], CLIP["crop"], CLIP["crop"], 3) * 2 - 1
-    return Step(video_tower(layers, drop), {"video": video}, lambda agg: agg.float().pow(2).mean(), dtype)
+    return Step(video_tower(layers, drop), {"x": video}, lambda agg: agg.float().pow(2).mean(), dtype)
 
 
 def measure_step(step: Step, reps: int, peak: dict | None) -> dict:
