@@ -60,7 +60,7 @@ def make_index(folder: Path, n: int, seed: int = 0) -> None:
     files = (n + WINDOWS_PER_FILE - 1) // WINDOWS_PER_FILE
     per = np.arange(n) % WINDOWS_PER_FILE
     start = (per * 0.4).astype(np.float32)
-    tensors = {"video_vt": _unit(n, 256, gen), "video_va": _unit(n, 512, gen),
+    tensors = {"video_vt": _unit(n, 256, gen), "video_va": _unit(n, 512, gen), "audio_va": _unit(n, 512, gen),
                "start": torch.from_numpy(start), "end": torch.from_numpy(start + 0.8),
                "file": torch.from_numpy((np.arange(n) // WINDOWS_PER_FILE).astype(np.int32)),
                "thumb_offsets": torch.zeros(n + 1, dtype=torch.int64), "thumbs": torch.zeros(0, dtype=torch.uint8)}
