@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from results_file import machine_info, publish
+from results_file import machine_info, native_bf16, publish
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
@@ -112,7 +112,11 @@ def numpy_gemms(shapes: dict, reps: int, threads: int) -> dict:
 def gemm_backends(quick: bool, reps: int, threads: int) -> dict:
     shapes = gemm_shapes(quick)
     res: dict = {"shapes": {k: list(v) for k, v in shapes.items()}, "fp32": {}, "bf16": {}}
+    if native_bf16() and not quick:
+        res["bf16"]["skipped"] = native_bf16()
     for dname, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        if dname == "bf16" and "skipped" in res["bf16"]:
+            continue
         for name, (m, k, n) in shapes.items():
             fns = torch_gemms(m, k, n, dtype)
             times = interleaved(fns, reps)
@@ -125,6 +129,8 @@ def gemm_backends(quick: bool, reps: int, threads: int) -> dict:
         res["fp32"][name]["numpy"] = round(gflops, 1)
     for dname in ("fp32", "bf16"):
         for name, row in res[dname].items():
+            if name == "skipped":
+                continue
             figures = {b: v for b, v in row.items() if b != "unsupported"}
             row["best_backend"] = max(figures, key=figures.get)
     res["note"] = ("GFLOP/s of x[M,K] @ W[N,K]^T; backends: torch = F.linear (torch's default CPU GEMM), "
@@ -253,14 +259,15 @@ def main(argv=None) -> int:
         flops = base.flops()
         m, k, n = gemm_shapes(args.quick)["tower_mlp_fc1"]
         gemm = torch_gemms(m, k, n, torch.float32)
-        gemm_bf16 = torch_gemms(m, k, n, torch.bfloat16) if not args.quick else {}
+        bf16 = not args.quick and not native_bf16()  # emulated bf16 would take most of the run
+        gemm_bf16 = torch_gemms(m, k, n, torch.bfloat16) if bf16 else {}
         if not args.quick:  # also the ablations: each switch alone
             fns = {"baseline": base, "fast": fast,  # and each of the three changes alone
                    "fused_qkv_only": tower(False, adam=False, **{**BASELINE, "fused_qkv": True}),
                    "onednn_only": tower(False, adam=False, **{**BASELINE, "cpu_linear": "onednn"}),
                    "bits_dropout_only": tower(False, adam=False, **{**BASELINE, "cpu_dropout": "bits"}),
                    "fused_adam_only": tower(False, adam=True, **BASELINE),
-                   "bf16_autocast": tower(False, bf16=True, **FAST)}  # not fp32: outside the targets
+                   **({"bf16_autocast": tower(False, bf16=True, **FAST)} if bf16 else {})}  # not fp32: outside the targets
         else:
             fns = {"baseline": base, "fast": fast}
         fns.update({f"gemm_{b}": f for b, f in gemm.items()})
