@@ -11,7 +11,7 @@ PKG = Path(__file__).resolve().parents[1] / "src" / "vatt"
 
 # Lowest first. A module may import its own layer and the layers below it.
 LAYERS = [
-    {"errors", "atomic_io", "state_io", "config_engine", "progress", "tables", "schedule", "text", "config"},
+    {"errors", "atomic_io", "tagged_json", "state_io", "config_engine", "progress", "tables", "schedule", "text", "config"},
     {"model"},
     {"objective", "distributed"},
     {"data"},

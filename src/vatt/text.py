@@ -26,6 +26,9 @@ import torch
 
 from .atomic_io import atomic_write_text
 from .errors import CheckpointError, InputError
+from .tagged_json import read_tagged_json
+
+VOCAB_FORMAT = "vatt-vocab"
 
 PAD, UNK = "<pad>", "<unk>"
 MAX_VOCAB = 2**16
@@ -107,7 +110,7 @@ class WordTokenizer:
     # -- files ---------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> None:
         """Write ``{"format": "vatt-vocab", "words": [...]}`` atomically."""
-        payload = {"format": "vatt-vocab", "words": self.words}
+        payload = {"format": VOCAB_FORMAT, "words": self.words}
         atomic_write_text(path, json.dumps(payload, ensure_ascii=False))
 
     @classmethod
@@ -115,12 +118,9 @@ class WordTokenizer:
         path = Path(path)
         if not path.is_file():
             raise CheckpointError(f"vocabulary file not found: {path}")
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise CheckpointError(f"{path} is not a vatt vocabulary (JSON with 'words'): {e}") from None
-        if not isinstance(data, dict) or data.get("format") != "vatt-vocab" or not isinstance(data.get("words"), list):
-            raise CheckpointError(f"{path} is not a vatt vocabulary (expected format 'vatt-vocab')")
+        data = read_tagged_json(path, VOCAB_FORMAT, "a vatt vocabulary")
+        if not isinstance(data.get("words"), list):
+            raise CheckpointError(f"{path} is not a vatt vocabulary (its 'words' should be a list)")
         try:
             if data.get("rules") == OfficialWordTokenizer.RULES:
                 return OfficialWordTokenizer(data["words"])
@@ -184,7 +184,7 @@ class OfficialWordTokenizer(WordTokenizer):
         return ids + [0] * (max_words - len(ids))
 
     def save(self, path: str | os.PathLike) -> None:
-        payload = {"format": "vatt-vocab", "rules": self.RULES, "words": self.words}
+        payload = {"format": VOCAB_FORMAT, "rules": self.RULES, "words": self.words}
         atomic_write_text(path, json.dumps(payload, ensure_ascii=False))
 
     @classmethod

@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..progress import Progress, track
 from ..errors import CheckpointError, InputError
+from ..tagged_json import parse_tagged_json
 
 log = logging.getLogger(__name__)
 
@@ -273,12 +274,8 @@ def load_embeddings(path) -> tuple[dict[str, torch.Tensor], dict]:
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, OSError) as e:
         raise CheckpointError(f"{path} is not a safetensors embeddings file (from `vatt embed`): {e}") from None
-    try:
-        meta = json.loads(header.get("vatt", ""))
-    except json.JSONDecodeError:
-        meta = None
-    if not isinstance(meta, dict) or meta.get("format") != EMBEDDINGS_FORMAT:
-        raise CheckpointError(f"{path} has no vatt embeddings header (write it with `vatt embed`)")
+    meta = parse_tagged_json(header.get("vatt"), EMBEDDINGS_FORMAT, f"{path}'s 'vatt' header",
+                             "a vatt embeddings header (write the file with `vatt embed`)")
     _check_embeddings(path, tensors, meta)
     return tensors, meta
 

@@ -22,6 +22,7 @@ from torch import nn
 from ..atomic_io import atomic_write_safetensors, atomic_write_text
 from ..config import DEFAULT_PRESET, RUNTIME_FIELDS, ModelConfig, get_config
 from ..errors import CheckpointError, ConfigError, InputError, describe_tensor
+from ..tagged_json import read_tagged_json
 from ..text import WordTokenizer
 from .backbones import AudioTransformer, ModalityAgnosticTransformer, TextTransformer, VideoTransformer
 from .heads import CommonSpaceHeads, classifier_head
@@ -371,12 +372,9 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> V
             f"{path} is not a vatt model directory (expected {CONFIG_FILE} and {WEIGHTS_FILE}, as written by "
             "model.save_pretrained)"
         )
-    try:
-        meta = json.loads(config_path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{config_path} is not valid JSON: {e}") from None
-    if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT or "config" not in meta:
-        raise CheckpointError(f"{config_path} is not a vatt model config (expected format '{CHECKPOINT_FORMAT}')")
+    meta = read_tagged_json(config_path, CHECKPOINT_FORMAT, "a vatt model config")
+    if "config" not in meta:
+        raise CheckpointError(f"{config_path} is not a vatt model config (it has no 'config')")
     saved = meta["config"]
     if isinstance(saved, dict):  # runtime switches an older config.json holds: this machine chooses them
         saved = {k: v for k, v in saved.items() if k not in RUNTIME_FIELDS}

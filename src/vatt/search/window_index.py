@@ -43,6 +43,7 @@ import torch
 from ..errors import CheckpointError, InputError
 from ..progress import Progress, advance
 from ..progress import start as start_phase
+from ..tagged_json import read_tagged_json
 from ..eval.embed import l2_normalize
 
 log = logging.getLogger(__name__)
@@ -116,12 +117,7 @@ class WindowIndex:
         meta_path = self.directory / INDEX_FILE
         if not meta_path.is_file():
             raise InputError(f"{directory} is not a vatt search index (no {INDEX_FILE}; build one with `vatt index`)")
-        try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise CheckpointError(f"{meta_path} is not valid JSON: {e}") from None
-        if not isinstance(meta, dict) or meta.get("format") != INDEX_FORMAT:
-            raise CheckpointError(f"{meta_path} is not a vatt search index (expected format '{INDEX_FORMAT}')")
+        meta = read_tagged_json(meta_path, INDEX_FORMAT, "a vatt search index")
         if meta.get("version") != INDEX_VERSION:
             raise CheckpointError(f"{meta_path} has index version {meta.get('version')}; this vatt reads "
                                   f"{INDEX_VERSION} (rebuild it with `vatt index`)")
