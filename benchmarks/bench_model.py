@@ -42,9 +42,9 @@ from results_file import describe_machine, machine_info, merge_results, native_b
 
 import torch
 import torch.nn.functional as F
-from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+from vatt.model.fast_paths import flop_counter  # noqa: E402  (also counts the oneDNN fast-path GEMMs)
 from vatt.train import perf  # noqa: E402  (autocast and MFU helpers shared with the training loop)
 
 ROOT = Path(__file__).resolve().parent
@@ -124,7 +124,7 @@ class Step:
         self.opt.zero_grad(set_to_none=True)
 
     def flops(self) -> int:
-        with FlopCounterMode(display=False) as counter:
+        with flop_counter(display=False) as counter:
             self.forward_backward()
         self.opt.zero_grad(set_to_none=True)
         return int(counter.get_total_flops())

@@ -35,11 +35,11 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch.utils.flop_counter import FlopCounterMode
 
 from results_file import machine_info, native_bf16, publish
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+from vatt.model.fast_paths import flop_counter  # noqa: E402
 
 BASELINE = {"fused_qkv": False, "cpu_linear": "torch", "cpu_dropout": "torch"}
 FAST: dict = {}  # the ModelConfig defaults
@@ -157,7 +157,7 @@ class Step:
         self.opt.zero_grad(set_to_none=True)
 
     def flops(self) -> int:
-        with FlopCounterMode(display=False) as counter:  # counts aten GEMMs: use on the baseline
+        with flop_counter(display=False) as counter:
             self.forward_backward()
         self.opt.zero_grad(set_to_none=True)
         return int(counter.get_total_flops())

@@ -25,12 +25,12 @@ import time
 from pathlib import Path
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 from results_file import RESULTS, machine_info, merge_results
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 import vatt  # noqa: E402
+from vatt.model.fast_paths import flop_counter  # noqa: E402
 from vatt.objective import VattObjective  # noqa: E402
 from vatt.train.perf import card_peak, matmul_flops  # noqa: E402  (the helpers training's MFU uses)
 
@@ -84,7 +84,7 @@ def main(argv=None) -> dict:
         opt.zero_grad(set_to_none=True)
         return loss
 
-    with FlopCounterMode(display=False) as counter:  # eager fwd + bwd of the real step
+    with flop_counter(display=False) as counter:  # eager fwd + bwd of the real step
         step(model)
     step_flops = counter.get_total_flops()
 

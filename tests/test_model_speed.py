@@ -275,3 +275,20 @@ def test_fast_dropout_is_a_switch_and_steps_aside_where_it_does_not_apply():
     assert torch.equal(FastDropout(1.0).train()(x), torch.zeros_like(x))
     with pytest.raises(ValueError, match="cpu_dropout"):
         use_fast_paths(model, cpu_dropout="fast")
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_a_fast_path_step_counts_the_same_flops_as_the_portable_one(fused):
+    """torch's FlopCounterMode knows only its own matmul ops: a oneDNN step counted 0 FLOPs and
+    the benchmarks' MFU divided by it. flop_counter counts the oneDNN GEMMs (forward and both
+    gradients) as the portable path's."""
+    from vatt.model.fast_paths import flop_counter
+
+    counts = {}
+    for linear in ("torch", "onednn"):
+        torch.manual_seed(0)
+        model = vatt.create_model("tiny", fused_qkv=fused, cpu_linear=linear, validate_inputs=False).train()
+        with flop_counter(display=False) as counter:
+            sum(v.float().pow(2).mean() for v in model(**tiny_inputs(model.config)).values()).backward()
+        counts[linear] = counter.get_total_flops()
+    assert counts["torch"] > 0 and counts["onednn"] == counts["torch"]

@@ -11,6 +11,8 @@ rounding; dropout: the same distribution), less time on CPUs.
   when a backbone is built. The switches are runtime choices of the machine that runs the model,
   not architecture: ``save_pretrained`` leaves them out of ``config.json``
   (:data:`vatt.config.RUNTIME_FIELDS`).
+* :func:`flop_counter`: ``FlopCounterMode`` that also counts the oneDNN GEMMs (torch's counter
+  knows only its own matmul ops and counted a fast-path step as 0 FLOPs).
 """
 
 from __future__ import annotations
@@ -217,3 +219,17 @@ def choose_fast_paths(module: nn.Module, cfg) -> nn.Module:
     """The fast paths of ``cfg`` (a :class:`~vatt.config.ModelConfig`: ``fused_qkv``,
     ``cpu_linear``, ``cpu_dropout``) for every layer of a freshly built ``module``."""
     return use_fast_paths(module, cfg.fused_qkv, cfg.cpu_linear, cfg.cpu_dropout)
+
+
+def _onednn_linear_flops(x_shape, w_shape, *args, out_shape=None, **kwargs) -> int:
+    """FLOPs of ``mkldnn._linear_pointwise(x [.., K], W [N, K])``: 2 per multiply-add."""
+    return 2 * math.prod(x_shape[:-1]) * x_shape[-1] * w_shape[0]
+
+
+def flop_counter(**kwargs):
+    """``torch.utils.flop_counter.FlopCounterMode(**kwargs)`` that also counts the oneDNN linears
+    of :class:`FastLinear` (forward and both gradients), so a step counts the same FLOPs on the
+    fast and the portable path. (The counter looks ops up by overload packet.)"""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    return FlopCounterMode(custom_mapping={torch.ops.mkldnn._linear_pointwise: _onednn_linear_flops}, **kwargs)

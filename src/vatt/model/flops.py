@@ -16,9 +16,9 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 from ..config import ModelConfig, get_config
+from .fast_paths import flop_counter
 from .vatt import VATT
 
 DROP_RATES = (0.0, 0.25, 0.5, 0.75)
@@ -81,7 +81,7 @@ def forward_flops(cfg: ModelConfig, drop_rate: float | None = None, modalities=(
         if isinstance(m, torch.nn.BatchNorm1d):
             m.eval()
     inputs = {k: v for k, v in example_inputs(cfg).items() if k in modalities}
-    with FlopCounterMode(display=False) as counter:
+    with flop_counter(display=False) as counter:
         model(**inputs, validate=False)
     return int(counter.get_total_flops())
 
