@@ -15,7 +15,7 @@ from vatt.bench.run import caption_retrieval, linear_datasets, read_subset
 from vatt.cli.main import main as cli
 from vatt.data.benchmarks import clip_dataset, read_msrvtt, read_ucf101
 from vatt.data.config import DataConfig
-from vatt.eval.embed import extract_features, l2_normalize
+from vatt.embed import extract_features, l2_normalize
 from vatt.eval.linear import frozen_features, linear_probe
 from vatt.eval.retrieval import zero_shot_retrieval
 

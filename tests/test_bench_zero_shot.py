@@ -14,7 +14,7 @@ from vatt.bench.run import class_names, read_subset
 from vatt.cli.main import main as cli
 from vatt.data.benchmarks import clip_dataset, read_ucf101
 from vatt.data.config import DataConfig
-from vatt.eval.embed import extract_features, l2_normalize
+from vatt.embed import extract_features, l2_normalize
 from vatt.eval.zero_shot import class_embeddings, readable_class_name, zero_shot_classify, zero_shot_scores
 
 

@@ -7,7 +7,7 @@ import vatt
 from vatt.data.config import DataConfig
 from vatt.data.datasets import build_eval_dataset
 from vatt.errors import InputError
-from vatt.eval.embed import extract_features
+from vatt.embed import extract_features
 from vatt.train.finetune import Classifier, predict_views
 from vatt.eval.linear import classify_features, linear_probe
 from vatt.eval.retrieval import (

@@ -15,6 +15,7 @@ LAYERS = [
     {"model"},
     {"objective", "distributed"},
     {"data"},
+    {"embed"},
     {"eval"},
     {"train"},
     {"tools", "demo", "convert", "search", "bench"},

@@ -408,7 +408,7 @@ def _embeddings(path, tensors, meta):
      r"1 rows of text_vt are not finite \(rows \[1\]\)"),
 ])
 def test_damaged_embeddings_file_is_one_line_exit_2(tmp_path, model_dir, capsys, case, tensors, meta, match):
-    from vatt.eval.embed import load_embeddings
+    from vatt.embed import load_embeddings
 
     path = _embeddings(tmp_path / "e.safetensors", tensors, {**meta, "model": str(model_dir)})
     with pytest.raises(CheckpointError, match=match):

@@ -9,7 +9,7 @@ import torch
 import vatt
 from vatt.cli.main import main
 from vatt.errors import CheckpointError, InputError
-from vatt.eval.embed import embed_source, load_embeddings, save_embeddings
+from vatt.embed import embed_source, load_embeddings, save_embeddings
 from vatt.search.embeddings import nearest, search
 
 

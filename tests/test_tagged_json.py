@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import save_file
 
 from vatt.errors import CheckpointError
-from vatt.eval.embed import load_embeddings
+from vatt.embed import load_embeddings
 from vatt.model.vatt import load_model
 from vatt.search.window_index import WindowIndex
 from vatt.text import WordTokenizer

@@ -169,7 +169,7 @@ class CheckpointSelector:
         self.best: tuple[float, int, dict] | None = None
 
     def score(self, model, step: int) -> dict:
-        from .eval.embed import extract_features
+        from .embed import extract_features
         from .eval.retrieval import retrieval_from_features
 
         dev = torch.device(self.device)
@@ -226,7 +226,7 @@ def evaluate_models(models: dict, retrieval_set: ItemList, probe_train: ItemList
                     device, plots_dir: Path | None = None, probe_windows: int = 4) -> dict:
     """Retrieval + linear probe (``probe_windows`` averaged per training and test clip) for each
     model; optional grid and t-SNE plots."""
-    from .eval.embed import extract_features
+    from .embed import extract_features
     from .eval.linear import linear_probe
     from .eval.retrieval import retrieval_from_features, text_queries, window_similarity
 

@@ -1,5 +1,9 @@
 """Run a frozen model over data: per-window features of evaluation sets, and embedding files.
 
+Its own layer (above ``data``, below ``eval``): evaluation protocols, the search engine, the
+benchmark runner, fine-tuning's evaluation loader and the tools all extract embeddings here,
+and none of them has to import another's package for it.
+
 Evaluation sets come from :func:`vatt.data.build_eval_dataset`: one item per video with all its
 views stacked (``"video"`` ``[V, T, H, W, 3]`` with ``V = num_windows x num_crops``, ``"audio"``
 ``[num_windows, S]``, ``"text"`` ``[5, W]``). The model sees the views as one flat batch; the
@@ -16,9 +20,9 @@ from typing import Iterable, Sequence
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ..progress import Progress, track
-from ..errors import CheckpointError, InputError
-from ..tagged_json import parse_tagged_json
+from .progress import Progress, track
+from .errors import CheckpointError, InputError
+from .tagged_json import parse_tagged_json
 
 log = logging.getLogger(__name__)
 

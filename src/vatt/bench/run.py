@@ -43,7 +43,7 @@ from ..data.benchmarks import (BenchmarkSplit, clip_dataset, read_audioset, read
                                read_kinetics, read_moments, read_msrvtt, read_ucf101, read_youcook2, synset_names)
 from ..data.config import DataConfig
 from ..distributed import get_rank
-from ..eval.embed import embed_texts, extract_features
+from ..embed import embed_texts, extract_features
 from ..train.finetune import (Classifier, FinetuneConfig, ImageFolder, classification_metrics, finetune,
                              load_finetune_config, predict_views)
 from ..eval.linear import linear_probe

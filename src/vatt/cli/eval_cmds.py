@@ -90,7 +90,7 @@ def _linear(args) -> int:
 def _embed(args) -> int:
     from pathlib import Path
 
-    from ..eval.embed import embed_source, save_embeddings
+    from ..embed import embed_source, save_embeddings
 
     model = _load(args)
     tensors, meta = embed_source(model, args.src, num_windows=args.windows, batch_size=args.batch_size,

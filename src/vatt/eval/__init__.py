@@ -16,7 +16,7 @@ from .metrics import (  # noqa: F401
     roc_auc,
     topk_accuracy,
 )
-from .embed import embed_source, extract_features, load_embeddings, save_embeddings  # noqa: F401,E402
+from ..embed import embed_source, extract_features, load_embeddings, save_embeddings  # noqa: F401,E402
 from .linear import linear_probe  # noqa: F401,E402
 from .retrieval import retrieval_from_features, zero_shot_retrieval  # noqa: F401,E402
 from .zero_shot import classify_videos, zero_shot_classify  # noqa: F401,E402

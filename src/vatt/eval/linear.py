@@ -28,7 +28,7 @@ from torch import nn
 
 from ..errors import InputError
 from ..progress import Progress
-from .embed import eval_dataset, extract_features
+from ..embed import eval_dataset, extract_features
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ import torch
 
 from ..errors import InputError
 from ..progress import Progress
-from .embed import eval_dataset, extract_features, l2_normalize
+from ..embed import eval_dataset, extract_features, l2_normalize
 from .metrics import retrieval_metrics
 
 log = logging.getLogger(__name__)
@@ -78,7 +78,7 @@ def text_queries(feats: dict, caption: str | int = "centre") -> torch.Tensor:
 
 def retrieval_from_features(feats: dict, *, average: str = "embeddings", caption: str | int = "centre",
                             ties: str = "pessimistic") -> dict:
-    """Retrieval metrics from :func:`vatt.eval.embed.extract_features` output.
+    """Retrieval metrics from :func:`vatt.embed.extract_features` output.
 
     Needs ``"video_vt"`` ``[N, V, 256]`` and ``"text_vt"`` ``[N, 5, 256]``; adds audio↔video
     when ``"video_va"`` and ``"audio_va"`` are present. Items whose text (audio) mask is 0 are

@@ -19,7 +19,7 @@ import torch
 
 from ..errors import InputError
 from ..progress import Progress
-from .embed import embed_texts, eval_dataset, extract_features, l2_normalize
+from ..embed import embed_texts, eval_dataset, extract_features, l2_normalize
 from .metrics import topk_accuracy
 
 log = logging.getLogger(__name__)
@@ -100,7 +100,7 @@ def parse_labels(labels: str) -> list[str]:
 
     path = Path(labels)
     if "," not in labels and path.is_file():
-        from .embed import read_sentences
+        from ..embed import read_sentences
 
         names = read_sentences(path)
     else:

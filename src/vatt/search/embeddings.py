@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import InputError
-from ..eval.embed import embed_texts, l2_normalize, load_embeddings
+from ..embed import embed_texts, l2_normalize, load_embeddings
 from .engine import FAISS_MIN_ITEMS, FaissIndex, faiss_available, top_k
 
 log = logging.getLogger(__name__)

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError
-from ..eval.embed import l2_normalize
+from ..embed import l2_normalize
 
 log = logging.getLogger(__name__)
 

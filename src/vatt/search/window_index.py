@@ -44,7 +44,7 @@ from ..errors import CheckpointError, InputError
 from ..progress import Progress, advance
 from ..progress import start as start_phase
 from ..tagged_json import read_tagged_json
-from ..eval.embed import l2_normalize
+from ..embed import l2_normalize
 
 log = logging.getLogger(__name__)
 

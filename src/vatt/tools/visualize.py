@@ -171,7 +171,7 @@ def visualize_source(model_dirs: Sequence[str], source, out_path, *, max_items: 
     """The paper's t-SNE figure for saved models (one per ``model_dirs``: give a modality-specific
     and a modality-agnostic one) on up to ``max_items`` clips of ``source`` (first window, centre
     caption). Returns ``(path, number of clips)``."""
-    from ..eval.embed import check_loader_args, eval_dataset, make_eval_loader
+    from ..embed import check_loader_args, eval_dataset, make_eval_loader
     from ..eval.retrieval import centre_caption
     from ..model import load_model
     from ..progress import track

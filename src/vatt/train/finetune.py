@@ -50,7 +50,7 @@ from ..atomic_io import atomic_write_json
 from ..config import ClassifierConfig
 from ..config_engine import check_choice, check_number
 from ..errors import ConfigError, InputError, nearest
-from ..eval.embed import make_eval_loader
+from ..embed import make_eval_loader
 from ..eval.metrics import multilabel_metrics, topk_accuracy
 from ..model.heads import init_classifier_
 from ..progress import Progress, track
