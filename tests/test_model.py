@@ -309,3 +309,35 @@ def test_tokenizers_work_without_positions():
     torch.testing.assert_close(vt(video), vt.proj(video_patches(video, (4, 16, 16))[0]))
     torch.testing.assert_close(at(audio), at.proj(audio.reshape(2, 10, 128)))
     assert vt(video, drop_rate=0.5).shape == (2, 16, 8)  # DropToken without positions: the actual-token rule
+
+
+@pytest.mark.parametrize("shared", [False, True], ids=["towers", "modality-agnostic"])
+def test_one_tower_accessor_serves_both_model_kinds(shared, tmp_path):
+    """Every per-modality method goes through model.tower(modality); the shared backbone's view
+    behaves as a per-modality backbone (features, tokens, width, DropToken rate), and the saved
+    keys stay those of the files (no 'towers.' prefix)."""
+    import copy
+
+    from vatt.config import get_config
+
+    cfg = get_config("tiny")
+    if shared:
+        cfg.shared_encoder = copy.deepcopy(cfg.video_encoder)
+    torch.manual_seed(0)
+    model = vatt.create_model(cfg).eval()
+    video, audio, text = tiny_batch(model.config)
+    with torch.no_grad():
+        out = model(video=video, audio=audio, text=text)
+        for modality, x in (("video", video), ("audio", audio)):
+            tower = model.tower(modality)
+            assert torch.equal(tower(x), out[f"{modality}_agg"])
+            assert tower.forward_features(x)[:, 0].shape == out[f"{modality}_agg"].shape
+            assert model.feature_dim(modality) == tower.width == out[f"{modality}_agg"].shape[-1]
+    model.set_droptoken_rates(audio=0.25)
+    assert model.tower("audio").drop_rate == 0.25 and model.droptoken_rates["audio"] == 0.25
+    assert not any(k.startswith("towers.") for k in model.state_dict())
+    assert any(k.startswith("backbone." if shared else "video_backbone.") for k in model.state_dict())
+    with pytest.raises(InputError, match="expected a modality in video, audio, text; got 'smell'"):
+        model.tower("smell")
+    with pytest.raises(InputError, match=r"expected audio \[B, S\]"):
+        model.check_input(video, "audio")

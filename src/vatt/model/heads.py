@@ -77,6 +77,16 @@ class CommonSpaceHeads(nn.Module):
         """``[..., Dt]`` -> ``[..., 256]``."""
         return self.text_vt(agg)
 
+    def project(self, agg: torch.Tensor, modality: str) -> dict[str, torch.Tensor]:
+        """The common-space embeddings of one modality's AGG feature, by output name:
+        ``video_va``/``video_vt``, ``audio_va`` or ``text_vt``."""
+        if modality == "video":
+            va, vt = self.video(agg)
+            return {"video_va": va, "video_vt": vt}
+        if modality == "audio":
+            return {"audio_va": self.audio(agg)}
+        return {"text_vt": self.text(agg)}
+
 
 def classifier_head(in_dim: int, cfg: ClassifierConfig) -> nn.Linear:
     """``Linear(in_dim -> num_classes)`` initialised as the official fine-tuning heads.

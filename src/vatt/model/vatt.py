@@ -34,6 +34,34 @@ CHECKPOINT_FORMAT = "vatt-model"
 # Inputs may overshoot [-1, 1] slightly after augmentation (e.g. audio noise); 0..255 pixels or
 # unscaled int16 audio are far outside.
 RANGE_MARGIN = 0.1
+MODALITIES = ("video", "audio", "text")
+DROPTOKEN_MODALITIES = ("video", "audio")
+
+
+class _SharedTowerView:
+    """One modality's view of the shared (modality-agnostic) backbone, with the interface of a
+    per-modality backbone (see :meth:`VATT.tower`). Not a module: the backbone owns the weights."""
+
+    def __init__(self, backbone: ModalityAgnosticTransformer, modality: str):
+        self.backbone, self.modality = backbone, modality
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(x, self.modality)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone.forward_features(x, self.modality)
+
+    @property
+    def width(self) -> int:
+        return self.backbone.width
+
+    @property
+    def drop_rate(self) -> float:
+        return self.backbone.drop_rates[self.modality]
+
+    @drop_rate.setter
+    def drop_rate(self, rate: float) -> None:
+        self.backbone.drop_rates[self.modality] = rate
 
 
 class VATT(nn.Module):
@@ -71,36 +99,45 @@ class VATT(nn.Module):
         if config.classifier is not None:
             self.classifier = classifier_head(self.feature_dim(config.classifier.modality), config.classifier)
 
+    # -- towers ------------------------------------------------------------------------------------
+    def tower(self, modality: str) -> nn.Module:
+        """The network that turns one modality's input into its AGG feature: ``video_backbone``,
+        ``audio_backbone``, ``text_backbone``, or a view of the shared (modality-agnostic) backbone.
+        Every tower answers ``tower(x)`` ``[B, D]``, ``forward_features(x)`` ``[B, 1 + N, D]``,
+        ``width``, and (video, audio) ``drop_rate``.
+
+        Why not an ``nn.ModuleDict`` keyed by modality: it would rename every saved key
+        (``video_backbone.*`` -> ``towers.video.*``), so saved models, the official converter's key
+        mapping and FSDP optimizer states would all need a translation layer; this one accessor
+        gives the code the same single path with the files unchanged."""
+        if modality not in MODALITIES:
+            raise InputError(f"expected a modality in {', '.join(MODALITIES)}; got {modality!r}")
+        if self.config.modality_agnostic:
+            return _SharedTowerView(self.backbone, modality)
+        return getattr(self, f"{modality}_backbone")
+
     # -- features and training hooks -------------------------------------------------------------
     def features(self, x: torch.Tensor, modality: str) -> torch.Tensor:
         """The backbone's AGG feature ``[B, D]`` of ``x`` (no common-space heads)."""
-        if self.config.modality_agnostic:
-            return self.backbone(x, modality)
-        return getattr(self, f"{modality}_backbone")(x)
+        return self.tower(modality)(x)
 
     def token_features(self, x: torch.Tensor, modality: str) -> torch.Tensor:
         """Every output token of the backbone, ``[B, 1 + N, D]``: the AGG feature first, then the
         N input tokens (video in (t, h, w) order; text includes padding positions)."""
-        if self.config.modality_agnostic:
-            return self.backbone.forward_features(x, modality)
-        return getattr(self, f"{modality}_backbone").forward_features(x)
+        return self.tower(modality).forward_features(x)
 
     _agg = features  # the name used before ``features`` was public
 
     def feature_dim(self, modality: str) -> int:
         """Width ``D`` of :meth:`features` for ``modality``."""
-        if self.config.modality_agnostic:
-            return int(self.backbone.width)
-        return int(getattr(self, f"{modality}_backbone").width)
+        return int(self.tower(modality).width)
 
     def transformer_blocks(self) -> Iterator[nn.Module]:
         """Every transformer block of every backbone (the units of activation checkpointing and
         FSDP sharding)."""
-        if self.config.modality_agnostic:
-            yield from self.backbone.transformer_blocks()
-            return
-        for name in ("video_backbone", "audio_backbone", "text_backbone"):
-            yield from getattr(self, name).transformer_blocks()
+        backbones = [self.backbone] if self.config.modality_agnostic else [self.tower(m) for m in MODALITIES]
+        for backbone in backbones:
+            yield from backbone.transformer_blocks()
 
     def set_grad_checkpointing(self, enable: bool = True) -> int:
         """Recompute each transformer block's activations in the backward pass (less memory, the
@@ -113,9 +150,7 @@ class VATT(nn.Module):
     @property
     def droptoken_rates(self) -> dict[str, float]:
         """DropToken rates used in training mode: ``{"video": r, "audio": r}``."""
-        if self.config.modality_agnostic:
-            return dict(self.backbone.drop_rates)
-        return {"video": self.video_backbone.drop_rate, "audio": self.audio_backbone.drop_rate}
+        return {m: self.tower(m).drop_rate for m in DROPTOKEN_MODALITIES}
 
     def set_droptoken_rates(self, video: float | None = None, audio: float | None = None) -> None:
         """Change the DropToken rates (e.g. 0 for fine-tuning); the config follows, so a saved
@@ -126,10 +161,7 @@ class VATT(nn.Module):
             if not 0.0 <= rate < 1.0:
                 raise ConfigError(f"{modality} DropToken rate must be in [0, 1), got {rate}")
             getattr(self.config, modality).drop_rate = float(rate)
-            if self.config.modality_agnostic:
-                self.backbone.drop_rates[modality] = float(rate)
-            else:
-                getattr(self, f"{modality}_backbone").drop_rate = float(rate)
+            self.tower(modality).drop_rate = float(rate)
 
     # -- classification (fine-tuned models) -------------------------------------------------------
     def classify(self, x: torch.Tensor, probabilities: bool = False) -> torch.Tensor:
@@ -141,7 +173,7 @@ class VATT(nn.Module):
             raise InputError("this model has no classification head (config.classifier is empty); fine-tune it "
                              "with `vatt finetune` or vatt.train.finetune.Classifier")
         if self.config.validate_inputs:
-            getattr(self, f"check_{c.modality}")(x)
+            self.check_input(x, c.modality)
         logits = self.classifier(self.features(x, c.modality))
         if not probabilities:
             return logits
@@ -160,27 +192,28 @@ class VATT(nn.Module):
             raise InputError("give at least one of video=, audio=, text=")
         check = self.config.validate_inputs if validate is None else validate
         out: dict[str, torch.Tensor] = {}
-        if video is not None:
+        for modality, x in (("video", video), ("audio", audio), ("text", text)):
+            if x is None:
+                continue
             if check:
-                self.check_video(video)
-            agg = self.features(video, "video")
-            out["video_agg"] = agg
-            out["video_va"], out["video_vt"] = self.heads.video(agg)
-        if audio is not None:
-            if check:
-                self.check_audio(audio)
-            agg = self.features(audio, "audio")
-            out["audio_agg"], out["audio_va"] = agg, self.heads.audio(agg)
-        if text is not None:
-            if check:
-                self.check_text(text)
-            flat = text.reshape(-1, text.shape[-1])
-            agg = self.features(flat, "text")
-            agg = agg.reshape(*text.shape[:-1], agg.shape[-1])
-            out["text_agg"], out["text_vt"] = agg, self.heads.text(agg)
+                self.check_input(x, modality)
+            if modality == "text":  # [B, W] or [B, L, W]: the captions of a clip run as one batch
+                flat = self.features(x.reshape(-1, x.shape[-1]), modality)
+                agg = flat.reshape(*x.shape[:-1], flat.shape[-1])
+            else:
+                agg = self.features(x, modality)
+            out[f"{modality}_agg"] = agg
+            out.update(self.heads.project(agg, modality))
         return out
 
     # -- input checks ----------------------------------------------------------------------------
+    def check_input(self, x: torch.Tensor, modality: str) -> None:
+        """Raise :class:`~vatt.errors.InputError` naming the expected shape, dtype and range
+        unless ``x`` is a valid input of ``modality`` for this model."""
+        if modality not in MODALITIES:
+            raise InputError(f"expected a modality in {', '.join(MODALITIES)}; got {modality!r}")
+        getattr(self, f"check_{modality}")(x)
+
     def check_video(self, video: torch.Tensor) -> None:
         v = self.config.video
         expected = (
