@@ -298,3 +298,22 @@ def test_manifest_errors_name_the_rows_and_latin1_manifests_are_read(synth_corpu
         build_dataset(str(tmp_path / "gap.csv"), CFG, None)
     (tmp_path / "l1.csv").write_bytes(f"path,caption\n{media[0]},caf\xe9 au lait\n".encode("latin-1"))
     assert build_dataset(str(tmp_path / "l1.csv"), CFG, None, train=False)[0]["captions"][0] == "café au lait"
+
+
+def test_training_defers_the_colour_step_to_an_accelerator_only(synth_corpus, tmp_path):
+    """On the CPU the loader workers finish the clips (float, in parallel); the main process
+    would otherwise run the colour step serially between steps, counted as step time. On an
+    accelerator the workers hand over uint8 and the step finishes them there."""
+    from vatt.train import Pretraining
+    from vatt.train.config import TrainConfig
+
+    cfg = TrainConfig.from_dict({"model": "tiny", "steps": 1, "batch_size": 2})
+    trainer = Pretraining(cfg, [str(synth_corpus / "pretrain")], tmp_path / "run")
+    assert trainer.device.type == "cpu" and trainer.defer_augment is False
+    trainer.build()  # the model and its vocabulary
+    item = trainer.build_dataset().load(0, np.random.default_rng(0))
+    assert item["video"].dtype == torch.float32 and "video_affine" not in item
+    trainer.device = torch.device("meta")  # stands for any accelerator: only the type is read
+    assert trainer.defer_augment is True
+    item = trainer.build_dataset().load(0, np.random.default_rng(0))
+    assert item["video"].dtype == torch.uint8 and item["video_affine"].shape == (3, 4)

@@ -68,7 +68,7 @@ class DataConfig(AugmentConfig):
             colour map (``"video_affine"`` ``[3, 4]``); :func:`vatt.data.transforms.finish_batch`
             applies jitter, the 1/255 and the [-1, 1] mapping on the training device, batched
             (a quarter of the bytes through shared memory, no float pass in the worker). The
-            training engine turns it on; every other reader gets float clips.
+            training engine turns it on when it trains on an accelerator; every other reader gets float clips.
     """
 
     num_frames: int = 8

@@ -175,6 +175,15 @@ class Engine:
         ``self.optimizer`` and ``self.schedule`` (after :meth:`shard` for FSDP)."""
         raise NotImplementedError
 
+    @property
+    def defer_augment(self) -> bool:
+        """Whether loader workers hand over uint8 clips for :func:`to_device` to finish
+        (``DataConfig.device_augment``): on an accelerator, yes (a quarter of the bytes, the colour
+        step batched on the device); on the CPU, no: the main process would run the colour step
+        serially between steps while the workers idle (measured on the streaming tiny run, 2
+        cores: data wait 11% of the step with it, see docs/DATA.md)."""
+        return self.device.type != "cpu"
+
     def build_dataset(self):
         """The training dataset (map-style or a stream) for :class:`TrainBatches`."""
         raise NotImplementedError
@@ -334,8 +343,9 @@ class Engine:
         self._consumed_at_step = self.batches.consumed  # where a step that never finished restarts
         for micro in range(cfg.grad_accum):
             tw = time.perf_counter()
-            batch = to_device(next(self.batches), self.device)
-            wait += time.perf_counter() - tw
+            batch = next(self.batches)
+            wait += time.perf_counter() - tw  # the loader's share only: finishing the clips is step work
+            batch = to_device(batch, self.device)
             clips += batch["video" if "video" in batch else "audio"].shape[0]
             sync = micro == cfg.grad_accum - 1 or not hasattr(self.forward_model, "no_sync")
             ctx = contextlib.nullcontext() if sync else self.forward_model.no_sync()

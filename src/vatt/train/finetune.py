@@ -368,8 +368,9 @@ def _data_config(model, cfg: FinetuneConfig):
     return data.replace(num_frames=_image_depth(model)) if cfg.task == "image" else data
 
 
-def build_train_dataset(model, source, cfg: FinetuneConfig, classes=None) -> Dataset:
-    """Augmented training clips of a labelled source (one random window per item and epoch)."""
+def build_train_dataset(model, source, cfg: FinetuneConfig, classes=None, device_augment: bool = False) -> Dataset:
+    """Augmented training clips of a labelled source (one random window per item and epoch);
+    ``device_augment``: uint8 clips for the engine to finish on the device (``Engine.defer_augment``)."""
     if isinstance(source, Dataset):
         return source
     if cfg.task == "image":
@@ -377,8 +378,7 @@ def build_train_dataset(model, source, cfg: FinetuneConfig, classes=None) -> Dat
                            train=True, seed=cfg.seed)
     from ..data.datasets import build_dataset
 
-    # device_augment: uint8 crops leave the workers; the engine finishes them on the device (to_device)
-    data = _data_config(model, cfg).replace(device_augment=True)
+    data = _data_config(model, cfg).replace(device_augment=device_augment)
     return build_dataset(source, data, model.tokenizer, train=True, seed=cfg.seed, classes=classes)
 
 
@@ -437,7 +437,7 @@ class FineTuning(Engine):
     def build(self) -> None:
         cfg = self.cfg
         _no_droptoken(self.backbone)
-        self.train_set = build_train_dataset(self.backbone, self.train_source, cfg)
+        self.train_set = build_train_dataset(self.backbone, self.train_source, cfg, device_augment=self.defer_augment)
         self.classes = getattr(self.train_set, "classes", None)
         multilabel = cfg.task == "audio"
         self.num_classes, label_stats = _label_info(self.train_set, self.classes, multilabel)

@@ -77,9 +77,9 @@ class Pretraining(Engine):
             return self.sources
         from ..data import DataConfig, build_dataset
 
-        # device_augment: workers hand over uint8 crops; colour and scaling run in the step (to_device)
         dcfg = DataConfig.from_model_config(self.cfg.model_config(), self.cfg.data.augment,
-                                            max_member_mb=self.cfg.data.max_member_mb, device_augment=True)
+                                            max_member_mb=self.cfg.data.max_member_mb,
+                                            device_augment=self.defer_augment)
         return build_dataset(list(self.sources), dcfg, self.model.tokenizer, train=True, seed=self.cfg.seed,
                              strict=self.cfg.data.strict, rank=self.rank, world_size=self.world)
 
