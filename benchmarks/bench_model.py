@@ -338,6 +338,10 @@ TARGETS = (  # (label, path in cpu.json, comparison, target) from issue #6
     ("paper-geometry clips/s per core, prepared data (issue #10)", ("data", "per_core", "paper", "prepared_clips_s"), ">=", 25),
     ("prepared vs naive decoder, paper geometry (issue #10)", ("data", "per_core", "paper", "prepared_vs_naive"), ">=", 8),
     ("data wait fraction, streaming tiny pretrain (issue #10)", ("data", "data_wait_fraction"), "<", 0.05),
+    ("uint8 loader vs naive decoder on the same prepared bytes, paper geometry, 2 workers, wall clock (issue 21)",
+     ("data", "loader_2_workers", "paper", "uint8_loader_vs_naive_prepared"), ">=", 1.0),
+    ("uint8 loader vs naive decoder on the source, paper geometry, 2 workers, wall clock (issue 21)",
+     ("data", "loader_2_workers", "paper", "uint8_loader_vs_naive_source"), ">=", 8),
 )
 
 
@@ -378,9 +382,16 @@ def render_data(d: dict) -> list[str]:
         lines.append("")
     ld = d.get("loader_2_workers")
     if ld:
-        lines += ["| DataLoader, 2 workers, clips/s | demo geometry | paper geometry |", "|---|---:|---:|"]
-        for label, key in (("web-like source", "raw_clips_s"), ("prepared", "prepared_clips_s")):
-            lines.append(f"| {label} | {_get(ld, ('demo', key))} | {_get(ld, ('paper', key))} |")
+        lines += ["| 2 workers / 2 processes (one per core), clips/s by the wall clock | demo geometry | paper geometry |",
+                  "|---|---:|---:|"]
+        for label, key in (("DataLoader, web-like source", "raw_clips_s"), ("DataLoader, prepared, float clips (CPU run)", "prepared_clips_s"),
+                           ("DataLoader, prepared, uint8 clips (accelerator run)", "prepared_uint8_clips_s"),
+                           ("naive decoder, web-like source", "naive_source_2_processes_clips_s"),
+                           ("naive decoder, the same prepared bytes", "naive_prepared_2_processes_clips_s"),
+                           ("uint8 loader / naive on the prepared bytes", "uint8_loader_vs_naive_prepared"),
+                           ("uint8 loader / naive on the source", "uint8_loader_vs_naive_source")):
+            if _get(ld, ("demo", key)) is not None or _get(ld, ("paper", key)) is not None:
+                lines.append(f"| {label} | {_get(ld, ('demo', key))} | {_get(ld, ('paper', key))} |")
         lines.append("")
     run = d.get("training_run")
     if run:

@@ -317,3 +317,15 @@ def test_training_defers_the_colour_step_to_an_accelerator_only(synth_corpus, tm
     assert trainer.defer_augment is True
     item = trainer.build_dataset().load(0, np.random.default_rng(0))
     assert item["video"].dtype == torch.uint8 and item["video_affine"].shape == (3, 4)
+
+
+def test_colour_jitter_uses_the_exact_channel_means_of_the_uint8_clip():
+    """The mean that centres contrast is the exact per-channel mean (integer sums), in the float
+    and the deferred path alike, at any frame count (no int32 overflow at the paper geometry)."""
+    g = torch.Generator().manual_seed(0)
+    for shape in [(2, 3, 5, 7), (32, 3, 224, 224)]:
+        x = torch.randint(0, 256, shape, generator=g, dtype=torch.uint8).contiguous(memory_format=torch.channels_last)
+        exact = x.double().mean(dim=(0, 2, 3)) / 255.0
+        torch.testing.assert_close(transforms._channel_means(x).double(), exact, rtol=0, atol=1e-7)
+    full = torch.full((160, 3, 256, 256), 255, dtype=torch.uint8)  # 2.7e9 per channel: past int32 if summed at once
+    assert torch.equal(transforms._channel_means(full), torch.ones(3))

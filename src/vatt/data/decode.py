@@ -302,8 +302,9 @@ class MediaReader:
                     if passthrough is None:  # already mono float at the target rate (prepared data): no resampling
                         passthrough = (frame.sample_rate == sample_rate and frame.format.name in ("flt", "fltp")
                                        and frame.layout.nb_channels == 1)
-                    if passthrough:
-                        chunks.append(frame.to_ndarray().reshape(-1))
+                    if passthrough:  # one plane of float32: read it directly (to_ndarray vstacks the
+                        # planes: 5.9 of a prepared paper clip's 42 CPU ms went there)
+                        chunks.append(np.frombuffer(frame.planes[0], np.float32, count=frame.samples).copy())
                     else:
                         frame.pts = None  # let the resampler run continuously; time is tracked by a_start
                         for out in resampler.resample(frame):

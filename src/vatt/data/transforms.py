@@ -114,6 +114,16 @@ def color_jitter(x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
     return torch.addmm(off, x.reshape(-1, 3), lin.T).reshape(x.shape).clamp_(0.0, 1.0)
 
 
+def _channel_means(x: torch.Tensor) -> torch.Tensor:
+    """Per-channel mean in [0, 1] of uint8 ``[T, 3, H, W]`` (channels-last memory), exact: integer
+    sums per frame (int32 cannot overflow below 2900 x 2900 pixels) then over frames. Measured on a
+    paper clip (32 x 224², one thread): 5 ms, against 8 ms for a float32 copy and its mean, which
+    also rounds (1e-5 off the exact mean of 127)."""
+    n = x.shape[0] * x.shape[2] * x.shape[3]
+    sums = x.sum(dim=(2, 3), dtype=torch.int32).sum(dim=0, dtype=torch.int64)
+    return (sums.double() / (255.0 * max(n, 1))).float()
+
+
 class _OneThread:
     """Run torch ops on one thread (a no-op in loader workers, which have one already): oneDNN's
     convolution and parallel reductions round differently with other thread counts, and a clip
@@ -142,10 +152,12 @@ def train_video(frames: np.ndarray, cfg: DataConfig, rng: np.random.Generator) -
     x = _crop_resize_u8(frames, box, cfg.crop_size)  # [T, 3, c, c] uint8, channels-last
     if cfg.flip and rng.random() < 0.5:
         x = x.flip(3)
+    jitter = cfg.color_jitter and rng.random() < cfg.color_jitter_prob
+    mean = _channel_means(x) if jitter else None
     x = x.to(torch.float32, memory_format=torch.channels_last)  # NCHW conv over this layout is ~20x slower
-    if cfg.color_jitter and rng.random() < cfg.color_jitter_prob:
+    if jitter:
         with _OneThread():
-            lin, off = _jitter_affine(x.mean(dim=(0, 2, 3)) / 255.0, rng)
+            lin, off = _jitter_affine(mean, rng)
             # clip(lin x/255 + off, 0, 1) * 2 - 1 == clip((2/255) lin x + (2 off - 1), -1, 1)
             y = F.conv2d(x, (lin * (2.0 / 255.0))[:, :, None, None], off * 2.0 - 1.0).clamp_(-1.0, 1.0)
     else:
@@ -163,9 +175,7 @@ def train_video_deferred(frames: np.ndarray, cfg: DataConfig, rng: np.random.Gen
     if cfg.flip and rng.random() < 0.5:
         x = x.flip(3)
     if cfg.color_jitter and rng.random() < cfg.color_jitter_prob:
-        with _OneThread():  # the same mean as train_video's (float32, one thread)
-            mean = x.to(torch.float32, memory_format=torch.channels_last).mean(dim=(0, 2, 3)) / 255.0
-            lin, off = _jitter_affine(mean, rng)
+        lin, off = _jitter_affine(_channel_means(x), rng)  # the same exact mean as train_video's
         color = torch.cat([lin * (2.0 / 255.0), (off * 2.0 - 1.0)[:, None]], dim=1)
     else:
         color = IDENTITY_COLOR.clone()
