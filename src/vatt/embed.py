@@ -40,8 +40,8 @@ def eval_dataset(model, source, *, num_windows: int = 4, num_crops: int = 1, cla
     """
     if isinstance(source, Dataset):
         return source
-    from ..data.config import DataConfig
-    from ..data.datasets import build_eval_dataset
+    from .data.config import DataConfig
+    from .data.datasets import build_eval_dataset
 
     cfg = DataConfig.from_model_config(model.config)
     return build_eval_dataset(source, cfg, model.tokenizer, num_windows=num_windows, num_crops=num_crops,
@@ -55,7 +55,7 @@ def make_eval_loader(dataset: Dataset, batch_size: int, num_workers: int = 0, *,
     Uses :func:`vatt.data.loader.make_loader` for the data layer's datasets and the same collate
     function for any other map-style dataset of Batch-contract items.
     """
-    from ..data.loader import collate, make_loader
+    from .data.loader import collate, make_loader
 
     if hasattr(dataset, "_stats"):
         return make_loader(dataset, batch_size, num_workers=num_workers, shuffle=shuffle, drop_last=drop_last,
@@ -234,7 +234,7 @@ def embed_source(model, source, *, num_windows: int = 4, batch_size: int = 8, de
     if Path(src).is_file() and Path(src).suffix.lower() in TEXT_SUFFIXES:
         sentences = read_sentences(src)
         return embed_texts(model, sentences, device=device), {"modality": "text", "items": sentences}
-    from ..data.index import detect_kind
+    from .data.index import detect_kind
 
     kind, _ = detect_kind(src)
     modality = "audio" if kind == "audio" else "video"
@@ -255,7 +255,7 @@ def save_embeddings(path, tensors: dict[str, torch.Tensor], meta: dict) -> Path:
     The header's ``"vatt"`` entry holds ``{"format": "vatt-embeddings", "modality", "items",
     "model", ...}`` so one file is self-describing (``safetensors`` readers show it as metadata).
     """
-    from ..atomic_io import atomic_write_safetensors
+    from .atomic_io import atomic_write_safetensors
 
     n = {v.shape[0] for v in tensors.values()}
     if len(n) != 1 or n.pop() != len(meta.get("items", [])):
