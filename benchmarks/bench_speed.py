@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from results_file import machine_info, native_bf16, publish
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from vatt.model.fast_paths import flop_counter  # noqa: E402
+from vatt.model.fast_paths import flop_counter, resolve_cpu_linear  # noqa: E402
 
 BASELINE = {"fused_qkv": False, "cpu_linear": "torch", "cpu_dropout": "torch"}
 FAST: dict = {}  # the ModelConfig defaults
@@ -247,7 +247,8 @@ def main(argv=None) -> int:
                          "machine": machine_info(),
                          "torch": torch.__version__, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                          "reps": reps, "load_average_start": [round(x, 2) for x in os.getloadavg()]},
-                 "variants": {"baseline": dict(BASELINE), "fast": {k: getattr(defaults, k) for k in BASELINE}}}
+                 "variants": {"baseline": dict(BASELINE), "fast": {k: resolve_cpu_linear(getattr(defaults, k)) if k == "cpu_linear" else getattr(defaults, k)
+                                       for k in BASELINE}}}  # what the defaults pick on this CPU
     if "gemm" not in args.skip:
         log("GEMM backends")
         res["gemm"] = gemm_backends(args.quick, reps, args.threads)

@@ -148,7 +148,10 @@ def test_saved_config_is_the_architecture_and_older_files_with_runtime_switches_
     loaded = vatt.load_model(tmp_path / "m")
     defaults = ModelConfig()
     assert all(getattr(loaded.config, k) == getattr(defaults, k) for k in RUNTIME_FIELDS)
-    assert any(type(m) is FastLinear for m in loaded.modules()) and any(type(m) is FastDropout for m in loaded.modules())
+    from vatt.model.fast_paths import resolve_cpu_linear
+
+    assert any(type(m) is FastLinear for m in loaded.modules()) == (resolve_cpu_linear("auto") == "onednn")
+    assert any(type(m) is FastDropout for m in loaded.modules())
     video, audio, text = tiny_batch(model.config)
     with torch.no_grad():
         want, got = model.eval()(video=video, audio=audio, text=text), loaded(video=video, audio=audio, text=text)

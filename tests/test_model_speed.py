@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import vatt
-from vatt.model.fast_paths import FastLinear, use_fast_paths
+from vatt.model.fast_paths import FastLinear, resolve_cpu_linear, use_fast_paths
 from vatt.model.layers import Attention
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -166,7 +166,7 @@ def test_speed_benchmark_records_the_backend_of_every_figure():
     tower = res["train_step"]["mbs_video_tower"]
     assert tower["best_gemm_backend"] in tower["gemm_alongside_gflop_s"]
     assert res["variants"]["baseline"] == {"fused_qkv": False, "cpu_linear": "torch", "cpu_dropout": "torch"}
-    assert res["variants"]["fast"] == {"fused_qkv": True, "cpu_linear": "onednn", "cpu_dropout": "bits"}
+    assert res["variants"]["fast"] == {"fused_qkv": True, "cpu_linear": resolve_cpu_linear("auto"), "cpu_dropout": "bits"}
 
 
 @pytest.mark.slow
@@ -292,3 +292,20 @@ def test_a_fast_path_step_counts_the_same_flops_as_the_portable_one(fused):
             sum(v.float().pow(2).mean() for v in model(**tiny_inputs(model.config)).values()).backward()
         counts[linear] = counter.get_total_flops()
     assert counts["torch"] > 0 and counts["onednn"] == counts["torch"]
+
+
+def test_the_default_linear_path_is_chosen_by_the_cpu_and_left_out_of_saved_files(tmp_path, monkeypatch):
+    """cpu_linear="auto": oneDNN on AVX-512 CPUs, torch's GEMM elsewhere (measured faster on each);
+    explicit choices are kept; the choice is a runtime switch, never written to config.json."""
+    for capability, expected in (("AVX512", "onednn"), ("AVX2", "torch"), ("DEFAULT", "torch")):
+        monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda c=capability: c)
+        assert resolve_cpu_linear("auto") == expected
+        model = vatt.create_model("tiny")
+        assert model.config.cpu_linear == "auto"
+        backbone = [m for m in model.tower("video").modules() if isinstance(m, nn.Linear)]  # the heads stay nn.Linear
+        assert backbone and all((type(m) is FastLinear) == (expected == "onednn") for m in backbone)
+        assert all(type(m) is FastLinear for m in vatt.create_model("tiny", cpu_linear="onednn").tower("video").modules()
+                   if isinstance(m, nn.Linear))
+        assert resolve_cpu_linear("torch") == "torch" and resolve_cpu_linear("onednn") == "onednn"
+    model.save_pretrained(tmp_path / "m")
+    assert "cpu_linear" not in json.loads((tmp_path / "m" / "config.json").read_text())["config"]

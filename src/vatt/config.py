@@ -217,8 +217,10 @@ class ModelConfig(ConfigBase):
     turn off for speed once the pipeline is known to be right.
     ``fused_qkv``: one fused ``[3D, D]`` q/k/v projection instead of three (the state dict keeps
     the q/k/v layout; outputs bit-identical on torch's GEMM, within fp32 rounding on oneDNN).
-    ``cpu_linear``: ``"onednn"`` (default) runs fp32 CPU linears, forward and backward, on
-    oneDNN, about 2x torch's default GEMM on our CPUs; ``"torch"`` is the previous path. Outputs
+    ``cpu_linear``: ``"auto"`` (default) picks by instruction set
+    (:func:`vatt.model.fast_paths.resolve_cpu_linear`): ``"onednn"`` (fp32 CPU linears, forward and
+    backward, on oneDNN: about 2x torch's GEMM on an AVX-512 EPYC) where the CPU has AVX-512,
+    ``"torch"`` (torch's default GEMM: 1.17x oneDNN's step on an AVX2 Zen 3) elsewhere. Outputs
     equal within fp32 rounding. Neither switch affects GPUs or bf16 autocast. See docs/MODEL.md, "Performance notes (CPU)".
     ``cpu_dropout``: ``"bits"`` (default) makes CPU dropout masks from 16 random bits per element
     (numpy's SFC64 seeded from torch's generator; p quantised to 1/65536) and applies them in one
@@ -245,7 +247,7 @@ class ModelConfig(ConfigBase):
     layer_norm_eps: float = 1e-6
     validate_inputs: bool = True
     fused_qkv: bool = True
-    cpu_linear: str = "onednn"
+    cpu_linear: str = "auto"
     cpu_dropout: str = "bits"
 
     @property
@@ -266,7 +268,7 @@ class ModelConfig(ConfigBase):
         check_choice(self.droptoken, "droptoken", ("batch", "sample"))
         check_choice(self.droptoken_keep, "droptoken_keep", ("table", "tokens"))
         check_choice(self.position_resample, "position_resample", ("spline", "bicubic"))
-        check_choice(self.cpu_linear, "cpu_linear", ("onednn", "torch"))
+        check_choice(self.cpu_linear, "cpu_linear", ("auto", "onednn", "torch"))
         check_choice(self.cpu_dropout, "cpu_dropout", ("bits", "torch"))
         # Bound the size before anything is allocated (a typo such as width=1e9 would try to
         # allocate terabytes): ~12 D^2 weights per layer.
