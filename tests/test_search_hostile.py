@@ -272,14 +272,17 @@ def test_connections_over_the_cap_close_the_idlest_or_get_a_503(serve):
         except socket.timeout:  # still open
             closed.append(False)
         s.close()
-    assert closed == [True, False, False, False]
+    # The longest-idle goes first; on a loaded machine a client's own closed connection may not be
+    # noticed before the next request, and one more idle one makes room: the closed ones are then
+    # still the oldest (a prefix), never a newer one before an older.
+    assert closed[0] and closed == sorted(closed, reverse=True) and not all(closed), closed
     time.sleep(0.3)
     busy = []  # uploads in progress are busy: they are never closed to make room
     for _ in range(4):
         s = _connect(served)
         s.sendall(b"POST /api/audio HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 900000\r\n\r\nRIFF")
         busy.append(s)
-    time.sleep(0.5)
+    time.sleep(1.5)  # every upload's headers read (the server sees them busy), also under load
     extra = _connect(served)
     status, headers, body = _responses(_read_all(extra))[0]
     assert status == 503 and headers["retry-after"] == "1" and "busy" in json.loads(body)["error"]
