@@ -9,12 +9,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_gpu_step_smoke_writes_results(tmp_path):
+def _smoke(script: str, tmp_path) -> dict:
+    """Run a GPU benchmark script's ``--smoke`` mode on this CPU; its JSON result."""
     out = tmp_path / "gpu.json"
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_step.py"), "--smoke", "--out", str(out)],
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--smoke", "--out", str(out)],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    result = json.loads(out.read_text())["tiny_b2_bf16"]
+    return json.loads(out.read_text())
+
+
+def test_gpu_step_smoke_writes_results(tmp_path):
+    result = _smoke("gpu_step.py", tmp_path)["tiny_b2_bf16"]
     assert result["clips_per_second"] > 0 and result["step_gflop"] > 0
     # On a GPU MFU is against the card's data-sheet peak; in --smoke on a CPU it is against a 512^3
     # bf16 matmul timed on the spot, which is no peak on CPUs without native bf16 (an AVX2 EPYC gave
@@ -24,11 +29,7 @@ def test_gpu_step_smoke_writes_results(tmp_path):
 
 
 def test_gpu_data_check_smoke_delivers_float_clips_from_uint8_workers(tmp_path):
-    out = tmp_path / "gpu.json"
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_data.py"), "--smoke", "--out", str(out)],
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    result = json.loads(out.read_text())["data"]
+    result = _smoke("gpu_data.py", tmp_path)["data"]
     assert result["clips_per_second"] > 0 and result["video_dtype_from_workers"] == "torch.uint8"
     assert result["output_dtype"] == "torch.float32"
 
