@@ -76,7 +76,10 @@ class _Stripped:
         return len(self.loader)
 
     def __iter__(self):
+        from .data.loader import unpack
+
         for batch in self.loader:
+            batch = unpack(batch)
             batch.pop("_events", None)
             batch.pop("_good", None)
             if "key" in batch:
