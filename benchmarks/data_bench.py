@@ -277,12 +277,14 @@ def loader_rate(dataset, batch: int, batches: int) -> float:
     return round(batch * batches / (time.perf_counter() - t0), 2)
 
 
-def pretrain_run(data: Path, out: Path, steps: int, batch: int, workers: int) -> dict:
-    """``vatt pretrain --config tiny`` streaming from ``data``; data wait from metrics.jsonl."""
+def pretrain_run(data: Path, out: Path, steps: int, batch: int, workers: int, *sets: str) -> dict:
+    """``vatt pretrain --config tiny`` streaming from ``data``; data wait from metrics.jsonl. Run as a
+    user runs it: without the OMP_NUM_THREADS that run.sh sets (the trainer's threads are then
+    ``cpu_threads``' automatic choice)."""
     cmd = [sys.executable, "-m", "vatt.cli.main", "pretrain", "--config", "tiny", "--data", str(data), "--out", str(out),
            "--set", f"steps={steps}", f"batch_size={batch}", f"data.num_workers={workers}", "log_every=1",
-           f"checkpoint_every={steps + 1000}"]
-    env = {**os.environ, "PYTHONPATH": str(ROOT.parent / "src")}
+           f"checkpoint_every={steps + 1000}", *sets]
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"} | {"PYTHONPATH": str(ROOT.parent / "src")}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     rows = []
     if (out / "metrics.jsonl").is_file():
@@ -435,9 +437,12 @@ def main(argv=None) -> int:
         prepare_shards(str(corpus), tmp / "corpus_shards", fmt=ClipFormat.training(DEMO))
         steps, batch = (6, 8) if q else (22, 8)  # 22 x 8 < 200 clips: one pass (a shard stream is not restarted here)
         run = {"workload": f"vatt pretrain --config tiny, batch {batch}, 2 loader workers, {steps} steps, demo corpus "
-                           "(128x96 H.264 + AAC 16 kHz); median data_wait of metrics.jsonl after 3 warm-up steps"}
+                           "(128x96 H.264 + AAC 16 kHz); median data_wait of metrics.jsonl after 3 warm-up steps; "
+                           "trainer threads: cpu_threads auto (torch's default less one per worker) unless named"}
         run["raw"] = pretrain_run(corpus, tmp / "run_raw", steps, batch, 2)
         run["prepared"] = pretrain_run(tmp / "corpus_shards", tmp / "run_prep", steps, batch, 2)
+        run["prepared_cpu_threads_2"] = pretrain_run(tmp / "corpus_shards", tmp / "run_prep2", steps, batch, 2,
+                                                     "cpu_threads=2")
         log("model-only step time (tiny, batch 8)")
         step = model_only_step(corpus, batch, 3 if q else 10)
         demo_core = result["per_core"]["demo"]["prepared_clips_s"]

@@ -56,3 +56,27 @@ def test_resume_mid_epoch_of_a_stream_gives_the_uninterrupted_losses(shards, syn
     pretrain(cfg, data, tmp_path / "b", resume="auto")
     # Same clips in the same order, same augmentation: the resumed run's losses are the straight run's.
     assert [m["loss"] for m in read_metrics(tmp_path / "b")] == [m["loss"] for m in read_metrics(tmp_path / "a")]
+
+
+@pytest.mark.slow
+def test_cpu_training_leaves_the_loader_workers_their_cores(shards, tmp_path, monkeypatch):
+    """``cpu_threads=0`` (auto): on the CPU the step runs torch's threads less one per loader worker
+    (the workers decode on the same cores); an explicit value or OMP_NUM_THREADS wins; the
+    caller gets its thread count back."""
+    import torch
+
+    before = torch.get_num_threads()
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    seen = []
+    try:
+        for i, (extra, env) in enumerate([([], None), (["cpu_threads=3"], None), ([], "4")]):
+            if env:
+                monkeypatch.setenv("OMP_NUM_THREADS", env)
+            torch.set_num_threads(4)
+            cfg = load_train_config("tiny", ["steps=2", "batch_size=4", "data.num_workers=2", *extra])
+            pretrain(cfg, str(shards), tmp_path / f"r{i}",
+                     callback=lambda m: seen.append((i, torch.get_num_threads())) if "loss" in m else None)
+            assert torch.get_num_threads() == 4
+    finally:
+        torch.set_num_threads(before)
+    assert seen == [(0, 2), (0, 2), (1, 3), (1, 3), (2, 4), (2, 4)]

@@ -129,6 +129,11 @@ class RunConfig(ConfigBase):
             instead of DDP when there is more than one rank; for the large presets. Checkpoints
             hold full states as in any run.
         device: "auto" (CUDA when available), "cpu", "cuda".
+        cpu_threads: torch intra-op threads of the training process; 0 = auto: on the CPU with
+            loader workers, torch's default less one per worker (at least 1; unchanged when
+            ``OMP_NUM_THREADS`` is set, e.g. by torchrun), elsewhere torch's default. The workers
+            decode on the same cores: streaming tiny pretraining on 2 cores with 2 workers took
+            0.083-0.092 s a step with 1 thread against 0.100-0.114 s with 2 (docs/DATA.md).
         seed: seeds parameters, data order, augmentation and the random draws of the step.
         log_every: steps between metric lines in ``metrics.jsonl``.
         checkpoint_every: steps between checkpoints (also written at the end and on SIGTERM/SIGINT).
@@ -150,6 +155,7 @@ class RunConfig(ConfigBase):
     compile: bool = False
     fsdp: bool = False
     device: str = "auto"
+    cpu_threads: int = 0
     seed: int = 0
     log_every: int = 10
     checkpoint_every: int = 1000
@@ -163,7 +169,7 @@ class RunConfig(ConfigBase):
         check_choice(self.precision, "precision", PRECISIONS)
         for name in ("steps", "batch_size", "grad_accum", "log_every", "checkpoint_every", "max_bad_steps"):
             check_number(getattr(self, name), name, low=1)
-        for name in ("keep_last", "eval_every", "seed"):
+        for name in ("keep_last", "eval_every", "seed", "cpu_threads"):
             check_number(getattr(self, name), name, low=0)
         check_number(self.max_minutes, "max_minutes", low=0)
         if self.batch_size % self.grad_accum:

@@ -36,7 +36,7 @@ from ..data.transforms import finish_batch
 from ..errors import CheckpointError, ConfigError, DataError, VattError
 from . import checkpoint as C
 from .batches import TrainBatches
-from .perf import autocast, peak_flops
+from .perf import autocast, peak_flops, trainer_threads
 from .run_dir import RunDirectory
 
 log = logging.getLogger(__name__)
@@ -443,6 +443,12 @@ class Engine:
             self.close()  # release the run lock
             raise
         start_step = self.step
+        threads = torch.get_num_threads()  # what evaluation and the caller get back
+        step_threads = trainer_threads(cfg.cpu_threads, self.device.type, self.loader_options()["num_workers"], threads)
+        if step_threads != threads:
+            log.info("%d intra-op thread(s) for the training steps (%d loader workers share the CPU; "
+                     "cpu_threads=N to choose)", step_threads, self.loader_options()["num_workers"])
+        torch.set_num_threads(step_threads)
         t_start = time.perf_counter()
         last: dict = {}
         stopped = "done"
@@ -482,7 +488,9 @@ class Engine:
                             "lower learning rate, precision=fp32, or check the data."
                         )
                     if cfg.eval_every and self.step % cfg.eval_every == 0:
+                        torch.set_num_threads(threads)  # the loader's workers wait meanwhile
                         ev = self.evaluate()
+                        torch.set_num_threads(step_threads)
                         if ev and self.rank == 0:
                             self.log_metrics({"step": self.step, **ev})
                             if self.callback is not None:
@@ -496,6 +504,7 @@ class Engine:
                         break
             seconds = time.perf_counter() - t_start
             self.batches.close()  # the loader's workers are not needed for the final evaluation
+            torch.set_num_threads(threads)
             metrics = self.finish(stopped)
             D.barrier()
             data_stats = self._gather_data_stats()
@@ -515,6 +524,7 @@ class Engine:
             })
             return result
         finally:
+            torch.set_num_threads(threads)
             self.close()
 
     def save_final_model(self, stopped: str) -> None:

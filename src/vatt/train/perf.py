@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import statistics
 import time
 
@@ -27,6 +28,22 @@ def autocast(device_type: str, precision: str):
     if precision == "fp32":
         return contextlib.nullcontext()
     return torch.autocast(device_type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+
+
+def trainer_threads(setting: int, device_type: str, num_workers: int, current: int | None = None,
+                    env: dict | None = None) -> int:
+    """Intra-op threads for a training process (``RunConfig.cpu_threads``): ``setting`` when > 0;
+    else, on the CPU with loader workers, ``current`` (torch's default: the physical cores) less
+    one per worker, at least 1 -- the workers decode on the same cores, and two trainer threads
+    that wait for each other behind a busy worker are slower than one (docs/DATA.md) -- unless
+    ``OMP_NUM_THREADS`` is set (the user's or the launcher's choice); otherwise ``current``."""
+    current = torch.get_num_threads() if current is None else current
+    env = os.environ if env is None else env
+    if setting > 0:
+        return setting
+    if device_type != "cpu" or num_workers <= 0 or env.get("OMP_NUM_THREADS"):
+        return current
+    return max(1, current - num_workers)
 
 
 def card_peak(name: str) -> float | None:

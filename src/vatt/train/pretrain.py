@@ -42,8 +42,8 @@ class Pretraining(Engine):
 
     Args:
         cfg: the run's configuration.
-        sources: training data sources (see :func:`vatt.data.build_dataset`), or a built
-            map-style dataset of Batch-contract items.
+        sources: training data sources (see :func:`vatt.data.build_dataset`: one path or a list),
+            or a built map-style dataset of Batch-contract items.
         run_dir: the run directory (created).
         resume: ``"auto"`` (newest complete checkpoint if any), a checkpoint path, or None.
         callback: called on rank 0 after every step with a metrics dict (progress bars).
@@ -55,7 +55,9 @@ class Pretraining(Engine):
     def __init__(self, cfg: TrainConfig, sources, run_dir: str | os.PathLike, *, resume: str | None = None,
                  callback: Callable[[dict], None] | None = None, vocab: WordTokenizer | None = None):
         super().__init__(cfg, run_dir, resume=resume, callback=callback)
-        self.sources, self.vocab = sources, vocab
+        # One path is one source (list("shards/") would be its characters).
+        self.sources = [sources] if isinstance(sources, (str, os.PathLike)) else sources
+        self.vocab = vocab
         self.objective = VattObjective(cfg.objective)
         if self.sharded and cfg.eval_every and cfg.data.eval_sources:
             raise ConfigError("fsdp=true with eval_every > 0: evaluation runs on rank 0 alone and cannot use a "
