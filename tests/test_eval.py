@@ -126,6 +126,87 @@ def test_classifiers_separate_separable_blobs():
     assert res["accuracy"] < 0.7
 
 
+def test_official_head_regularises_only_its_output_kernel():
+    """The official head's L2(0.1) sits on the ``cls`` kernel alone: the reduce kernel's gradient is
+    the cross-entropy's, the output kernel's adds 2 * 0.1 * w."""
+    from vatt.eval.linear import LowRankClassifier, official_loss
+
+    g = torch.Generator().manual_seed(0)
+    head = LowRankClassifier(12, 5, hidden=8, dropout=0.0, generator=g)
+    x, y = torch.randn(10, 12, generator=g), torch.randint(0, 5, (10,), generator=g)
+    ce = torch.nn.functional.cross_entropy(head(x), y)
+    plain = torch.autograd.grad(ce, [head.reduce.weight, head.classify.weight])
+    full = torch.autograd.grad(official_loss(head, x, y, l2=0.1), [head.reduce.weight, head.classify.weight])
+    torch.testing.assert_close(full[0], plain[0], rtol=0, atol=1e-7)
+    torch.testing.assert_close(full[1], plain[1] + 0.2 * head.classify.weight, rtol=1e-6, atol=1e-7)
+
+
+def test_official_head_starts_from_keras_glorot_normal_and_zero_biases():
+    from vatt.eval.linear import LowRankClassifier
+
+    head = LowRankClassifier(1024, 101, generator=torch.Generator().manual_seed(0))
+    for w in (head.reduce.weight, head.classify.weight):
+        fan_out, fan_in = w.shape
+        target = (2 / (fan_in + fan_out)) ** 0.5  # the standard deviation after truncation
+        assert w.std().item() == pytest.approx(target, rel=0.04)
+        assert w.abs().max().item() <= 2 * target / 0.87962566103423978 + 1e-7  # truncated at 2 sigma
+    assert not head.reduce.bias.any() and not head.classify.bias.any()
+
+
+def test_official_head_trains_whole_shuffled_epochs_with_a_smaller_last_batch(monkeypatch):
+    """Keras fit(epochs=E, batch_size=64, shuffle=True): every epoch sees every item once, in
+    batches 64, 64, ..., rest; E * ceil(N / 64) steps."""
+    import vatt.eval.linear as linear_mod
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(130, 6, generator=g), torch.randint(0, 3, (130,), generator=g)
+    seen = []
+    real = linear_mod.official_loss
+    monkeypatch.setattr(linear_mod, "official_loss", lambda head, xb, yb, l2: seen.append(xb.clone()) or real(
+        head, xb, yb, l2))
+    linear_mod.fit_official(x, y, 3, epochs=3)
+    assert [len(b) for b in seen] == [64, 64, 2] * 3
+    rows = {tuple(r.tolist()): i for i, r in enumerate(x)}
+    epochs = [[rows[tuple(r.tolist())] for b in seen[e * 3 : e * 3 + 3] for r in b] for e in range(3)]
+    for order in epochs:
+        assert sorted(order) == list(range(130))
+    assert epochs[0] != epochs[1] != epochs[2]
+
+
+def test_official_test_averages_the_windows_probabilities_and_reports_top5(monkeypatch):
+    """Each test window is scored alone and the softmax probabilities averaged (official), which
+    differs from averaging features (= logits for this head); top-5 against a brute-force count."""
+    import vatt.eval.linear as linear_mod
+
+    # one item, two windows with logits (-4, -4, 2) and (2, 4, -4): averaged probabilities pick
+    # class 2 (0.498 vs 0.442); averaged features, i.e. logits (-1, 0, -1), pick class 1.
+    w = torch.eye(3)
+
+    def fixed(x, y, num_classes, **kw):
+        return lambda z: ((z @ w.T).softmax(1), torch.arange(num_classes))
+
+    monkeypatch.setattr(linear_mod, "fit_official", fixed)
+    test_x = torch.tensor([[[-4.0, -4.0, 2.0], [2.0, 4.0, -4.0]]])
+    res = linear_mod.classify_features(torch.zeros(3, 3), torch.arange(3), test_x, torch.tensor([2]),
+                                       classifier="official", num_classes=3)
+    assert res["accuracy"] == 1.0
+    res = linear_mod.classify_features(torch.zeros(3, 3), torch.arange(3), test_x.mean(1), torch.tensor([2]),
+                                       classifier="official", num_classes=3)
+    assert res["accuracy"] == 0.0
+    # top-5 over 9 classes, 3 windows, against a loop over the items
+    g = torch.Generator().manual_seed(1)
+    w = torch.randn(9, 4, generator=g)
+    test_x, test_y = torch.randn(40, 3, 4, generator=g), torch.randint(0, 9, (40,), generator=g)
+    res = linear_mod.classify_features(torch.zeros(9, 4), torch.arange(9), test_x, test_y, classifier="official",
+                                       num_classes=9)
+    top1 = top5 = 0
+    for item, label in zip(test_x, test_y):
+        p = sum((w @ window).softmax(0) for window in item) / 3
+        rank = int((p > p[label]).sum())
+        top1, top5 = top1 + (rank == 0), top5 + (rank < 5)
+    assert (res["accuracy"], res["top5"]) == (top1 / 40, top5 / 40) and top5 > top1
+
+
 def test_linear_probe_on_demo_corpus_averages_splits(tiny, synth_corpus):
     lab = synth_corpus / "labelled"
     split = (str(lab / "train.csv"), str(lab / "test.csv"))
@@ -133,6 +214,7 @@ def test_linear_probe_on_demo_corpus_averages_splits(tiny, synth_corpus):
     assert res["num_classes"] == 4 and res["chance"] == 0.25 and res["classifier"] == "official"
     assert len(res["split_accuracies"]) == 2 and all(0.0 <= a <= 1.0 for a in res["split_accuracies"])
     assert res["accuracy"] == pytest.approx(sum(res["split_accuracies"]) / 2)
+    assert res["top5"] == 1.0  # 4 classes
     with pytest.raises(InputError, match="either"):
         linear_probe(tiny, split[0], None, splits=[split])
 
@@ -143,13 +225,16 @@ def test_train_windows_averages_the_training_features_like_the_test_ones(tiny, s
     import vatt.eval.linear as linear_mod
 
     lab = synth_corpus / "labelled"
-    seen = []
+    seen, tests = [], []
     real = linear_mod.classify_features
-    monkeypatch.setattr(linear_mod, "classify_features", lambda tx, ty, ex, ey, **kw: seen.append(tx) or real(
-        tx, ty, ex, ey, **kw))
+    monkeypatch.setattr(linear_mod, "classify_features", lambda tx, ty, ex, ey, **kw: seen.append(tx) or tests.append(
+        ex) or real(tx, ty, ex, ey, **kw))
     for n in (1, 3):
         res = linear_probe(tiny, str(lab / "train.csv"), str(lab / "test.csv"), num_windows=2, train_windows=n)
         assert res["train_windows"] == n and res["test_windows"] == 2
+    # the test features keep their windows: the classifier decides how to combine them
+    assert tests[0].shape == (len(build_eval_dataset(str(lab / "test.csv"), DataConfig.from_model_config(
+        tiny.config), None)), 2, seen[0].shape[1])
     cfg = DataConfig.from_model_config(tiny.config)
     tiny.eval()
     for n, train_x in zip((1, 3), seen):

@@ -315,7 +315,7 @@ def ours_percent(bench: Benchmark, metrics: dict, zero_shot: bool = False) -> di
         t2v = metrics["embeddings"]["text_to_video"]
         return {"R@1": 100 * t2v["R@1"], "R@5": 100 * t2v["R@5"], "R@10": 100 * t2v["R@10"], "MedR": t2v["MedR"]}
     if bench.protocol == "linear" and not zero_shot:
-        return {"accuracy": 100 * metrics["accuracy"]}
+        return {"accuracy": 100 * metrics["accuracy"], "top5": 100 * metrics["top5"]}
     keys = ("mAP", "AUC") if "mAP" in metrics else ("top1", "top5")
     out = {k: 100 * metrics[k] for k in keys if k in metrics}
     if "d_prime" in metrics:

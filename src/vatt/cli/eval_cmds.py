@@ -71,17 +71,18 @@ def _linear(args) -> int:
                           num_windows=args.windows, train_windows=args.train_windows, device=args.device,
                           batch_size=args.batch_size, num_workers=args.workers, seed=args.seed, progress=None if args.json else Bars())
     info = next(iter(probes.values()))
-    results = {c: {"accuracy": r["accuracy"], "split_accuracies": r["split_accuracies"]} for c, r in probes.items()}
+    results = {c: {"accuracy": r["accuracy"], "top5": r["top5"], "split_accuracies": r["split_accuracies"]}
+               for c, r in probes.items()}
     results["chance"], results["num_classes"] = info["chance"], info["num_classes"]
     results["train_windows"], results["test_windows"] = info["train_windows"], info["test_windows"]
     if args.json:
         _dump(results)
         return 0
     print(f"linear probe on frozen {args.modality} AGG features: {len(splits)} split(s), "
-          f"{info['num_classes']} classes, chance {100 * info['chance']:.1f}%, windows averaged per item: "
+          f"{info['num_classes']} classes, chance {100 * info['chance']:.1f}%, windows per item: "
           f"{info['train_windows']} to train, {info['test_windows']} to test")
-    _print_table(["classifier", "accuracy %", "per split %"],
-                 [[c, f"{100 * r['accuracy']:.1f}", " ".join(f"{100 * a:.1f}" for a in r["split_accuracies"])]
+    _print_table(["classifier", "top-1 %", "top-5 %", "top-1 per split %"],
+                 [[c, f"{100 * r['accuracy']:.1f}", f"{100 * r['top5']:.1f}", " ".join(f"{100 * a:.1f}" for a in r["split_accuracies"])]
                   for c, r in results.items() if c in classifiers])
     return 0
 
@@ -158,10 +159,13 @@ def register(sub) -> None:
     p.add_argument("--train", help="labelled training source")
     p.add_argument("--test", help="labelled test source")
     p.add_argument("--split", nargs=2, action="append", metavar=("TRAIN", "TEST"),
-                   help="a train/test pair; repeat for several splits (mean accuracy is reported)")
+                   help="a train/test pair; repeat for several splits (the means are reported)")
     p.add_argument("--modality", choices=("video", "audio"), default="video")
-    p.add_argument("--classifier", choices=("logistic", "official", "both"), default="both")
-    p.add_argument("--windows", type=positive_int, default=4, help="test windows averaged (default: 4)")
+    p.add_argument("--classifier", choices=("logistic", "official", "both"), default="both",
+                   help="official: the official code's evaluator (low-rank head, 1000 epochs, window probabilities "
+                        "averaged); logistic: logistic regression on standardised, window-averaged features; "
+                        "both (default)")
+    p.add_argument("--windows", type=positive_int, default=4, help="test windows per item (default: 4)")
     p.add_argument("--train-windows", type=positive_int, default=1,
                    help="training windows averaged per item (default: 1, the centre window, as in the paper; "
                         "set it to --windows to train on the features the test uses)")
