@@ -103,6 +103,16 @@ def test_bad_values_are_config_errors(tmp_path):
     ("train", "model.video.drop_rat", "video.drop_rate"),
     ("finetune", "label_smothing", "label_smoothing"),
     ("model", "heads.va_dimm", "heads.va_dim"),
+    # names from other libraries, or a leaf given without its group
+    ("train", "save_every", "checkpoint_every"),
+    ("finetune", "save_steps", "checkpoint_every"),
+    ("train", "lr", "optim.lr"),
+    ("train", "optim.learning_rate", "optim.lr"),
+    ("finetune", "learning_rate", "lr"),
+    ("train", "num_workers", "data.num_workers"),
+    ("train", "warmup_step", "optim.warmup_steps"),
+    ("train", "temprature", "objective.temperature"),
+    ("model", "widht", "video_encoder.width"),
 ])
 def test_a_misspelt_key_anywhere_names_the_nearest(loader, key, nearest):
     from vatt.train.finetune import load_finetune_config
@@ -112,6 +122,26 @@ def test_a_misspelt_key_anywhere_names_the_nearest(loader, key, nearest):
             "model": lambda o: get_config("tiny", dict(parse_override(x) for x in o))}[loader]
     with pytest.raises(ConfigError, match=f"did you mean '{nearest}'"):
         load([f"{key}=1"])
+
+
+def test_a_config_file_with_another_librarys_key_names_ours(tmp_path):
+    from vatt.train.config import load_train_config
+
+    (tmp_path / "run.yaml").write_text("steps: 10\nsave_every: 5\n")
+    with pytest.raises(ConfigError, match="did you mean 'checkpoint_every'"):
+        load_train_config(str(tmp_path / "run.yaml"))
+
+
+@pytest.mark.parametrize("cmd", [["pretrain", "--config", "tiny", "--data", "x", "--out", "y"],
+                                 ["finetune", "--model", "m", "--train", "a", "--val", "b", "--out", "y"]])
+def test_epochs_is_answered_with_steps_in_one_line(cmd, tmp_path, capsys, monkeypatch):
+    from vatt.cli.main import main
+
+    monkeypatch.chdir(tmp_path)
+    code = main([*cmd, "--set", "epochs=3"])
+    err = capsys.readouterr().err
+    assert code == 2 and "unknown config key 'epochs'" in err and "set steps=N" in err
+    assert len(err.strip().splitlines()) == 1
 
 
 def test_typed_augmentation_group_from_set_and_file(tmp_path):

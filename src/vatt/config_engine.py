@@ -19,6 +19,7 @@ alias bomb under 1 KB expands to billions of nodes), and no extra dependency; it
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import math
 import os
@@ -150,11 +151,52 @@ def flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+# Names other training libraries use for our settings: an unknown key with one of these leaf
+# names is pointed at ours (``save_every`` -> ``checkpoint_every``, ``lr`` -> ``optim.lr``).
+SYNONYMS = {
+    "save_every": "checkpoint_every", "save_steps": "checkpoint_every", "ckpt_every": "checkpoint_every",
+    "checkpoint_steps": "checkpoint_every", "max_steps": "steps", "num_steps": "steps", "total_steps": "steps",
+    "train_steps": "steps", "iterations": "steps", "learning_rate": "lr", "warmup": "warmup_steps",
+    "bs": "batch_size", "workers": "num_workers", "max_grad_norm": "grad_clip", "clip_grad": "grad_clip",
+    "gradient_accumulation_steps": "grad_accum", "accumulate_grad_batches": "grad_accum", "dtype": "precision",
+    "amp": "precision", "wd": "weight_decay", "log_steps": "log_every", "eval_steps": "eval_every",
+}
+EPOCH_NAMES = ("epochs", "num_epochs", "max_epochs", "num_train_epochs")
+
+
+def leaf_keys(cls, prefix: str = "") -> list[str]:
+    """Every settable dotted key of config class ``cls`` (groups expanded)."""
+    out = []
+    for name, tp in field_types(cls).items():
+        sub = dataclass_of(tp)
+        out += leaf_keys(sub, f"{prefix}{name}.") if sub is not None else [prefix + name]
+    return out
+
+
+def key_hint(bad: str, root: type, level: Sequence[str]) -> str:
+    """The hint after an unknown key ``bad`` of config class ``root``: the key of that leaf name
+    (or of its usual synonym) in any group; else a close key of the same level; else a key in any
+    group whose leaf name is close; else the nearest key of the same level."""
+    leaf = bad.rsplit(".", 1)[-1]
+    keys = leaf_keys(root)
+    if leaf in EPOCH_NAMES and "steps" in keys:
+        return " (runs are counted in optimisation steps: set steps=N)"
+    want = SYNONYMS.get(leaf, leaf)
+    same = [k for k in keys if k.rsplit(".", 1)[-1] == want and k != bad]
+    if not same and not difflib.get_close_matches(bad, level, n=1, cutoff=0.6):  # a typo of a leaf in a group
+        close = difflib.get_close_matches(leaf, {k.rsplit(".", 1)[-1] for k in keys}, n=1, cutoff=0.75)
+        same = [k for k in keys if close and k.rsplit(".", 1)[-1] == close[0]]
+    if same:
+        return " (did you mean " + " or ".join(f"'{k}'" for k in same[:3]) + "?)"
+    return nearest(bad, level)
+
+
 def set_dotted(data: dict, cls: type, key: str, value: Any) -> None:
     """Set ``key`` (dotted) in the plain dict ``data`` of config class ``cls``; unknown keys name
     the nearest valid one. A group given by name goes through the group class' ``from_name``."""
     parts = key.split(".")
     node: Any = data
+    root = cls
     for i, part in enumerate(parts):
         types = field_types(cls)
         path = ".".join(parts[:i])
@@ -162,7 +204,7 @@ def set_dotted(data: dict, cls: type, key: str, value: Any) -> None:
             bad = ".".join(parts[: i + 1])
             valid = [f"{path}.{k}" if path else k for k in types]
             where = f" (in {key!r})" if bad != key else ""
-            raise ConfigError(f"unknown config key {bad!r}{nearest(bad, valid)}{where}")
+            raise ConfigError(f"unknown config key {bad!r}{key_hint(bad, root, valid)}{where}")
         sub = dataclass_of(types[part])
         if i == len(parts) - 1:
             if sub is not None and isinstance(value, str):
@@ -208,7 +250,8 @@ def build(cls, data: Mapping[str, Any], prefix: str = ""):
     for key, value in data.items():
         if key not in types:
             valid = [prefix + k for k in types]
-            raise ConfigError(f"unknown config key {prefix + str(key)!r}{nearest(prefix + str(key), valid)}")
+            hint = key_hint(str(key), cls, valid) if not prefix else nearest(prefix + str(key), valid)
+            raise ConfigError(f"unknown config key {prefix + str(key)!r}{hint}")
         kwargs[key] = coerce(types[key], value, prefix + key)
     group = prefix.rstrip(".")
     try:
