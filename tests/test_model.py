@@ -344,3 +344,18 @@ def test_one_tower_accessor_serves_both_model_kinds(shared, tmp_path):
         model.tower("smell")
     with pytest.raises(InputError, match=r"expected audio \[B, S\]"):
         model.check_input(video, "audio")
+
+
+def test_float_inputs_are_cast_to_the_model_dtype():
+    """A float64 model (precision=fp64 runs) takes the loader's float32 clips: the result equals
+    feeding float64 inputs."""
+    model = vatt.create_model("tiny").double().eval()
+    g = torch.Generator().manual_seed(0)
+    video = torch.rand(2, 8, 64, 64, 3, generator=g) * 2 - 1
+    audio = torch.rand(2, 12800, generator=g) * 2 - 1
+    with torch.no_grad():
+        out = model(video=video, audio=audio)
+        ref = model(video=video.double(), audio=audio.double())
+    assert out["video_va"].dtype == torch.float64
+    for k in ref:
+        assert torch.equal(out[k], ref[k])

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from . import distributed as D
 from .config_engine import ConfigBase, check_choice, check_number
 from .errors import InputError
+from .model.layers import at_least_fp32
 
 MASKED = -1e9
 WEIGHTINGS = ("official", "paper")
@@ -102,8 +103,8 @@ def contrastive_loss_terms(
     B, L, Dm = other.shape
     dev = video.device
     # The loss runs in float32 whatever the autocast precision: logits / 0.07 overflow fp16.
-    v = F.normalize(video.float(), dim=-1)
-    o = F.normalize(other.float(), dim=-1)
+    v = F.normalize(at_least_fp32(video), dim=-1)
+    o = F.normalize(at_least_fp32(other), dim=-1)
     vm = torch.ones(B, device=dev) if video_mask is None else video_mask.to(dev, torch.float32).reshape(B)
     om = torch.ones(B, device=dev) if other_mask is None else other_mask.to(dev, torch.float32).reshape(B)
 

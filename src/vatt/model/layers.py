@@ -24,6 +24,12 @@ from ..config import EncoderConfig
 from .fast_paths import residual_dropout
 
 
+def at_least_fp32(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in float32, or as it is when it is float64 (``precision=fp64`` runs): the parts that
+    must not run in bf16/fp16 (norm statistics, the loss) keep a float64 model's precision."""
+    return x if x.dtype == torch.float64 else x.float()
+
+
 def glorot_linear(in_dim: int, out_dim: int, bias: bool = True) -> nn.Linear:
     """``nn.Linear`` initialised as the official Keras Dense: Glorot-uniform kernel, zero bias."""
     layer = nn.Linear(in_dim, out_dim, bias=bias)
@@ -252,8 +258,9 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(width))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        var = x.float().pow(2).mean(-1, keepdim=True)
-        return self.weight * (x.float() * torch.rsqrt(var + self.eps)).to(x.dtype)
+        x32 = at_least_fp32(x)
+        var = x32.pow(2).mean(-1, keepdim=True)
+        return self.weight * (x32 * torch.rsqrt(var + self.eps)).to(x.dtype)
 
 
 def relative_position_bucket(relative: torch.Tensor, num_buckets: int = 32, max_distance: int = 64) -> torch.Tensor:

@@ -118,13 +118,20 @@ class VATT(nn.Module):
 
     # -- features and training hooks -------------------------------------------------------------
     def features(self, x: torch.Tensor, modality: str) -> torch.Tensor:
-        """The backbone's AGG feature ``[B, D]`` of ``x`` (no common-space heads)."""
-        return self.tower(modality)(x)
+        """The backbone's AGG feature ``[B, D]`` of ``x`` (no common-space heads); floating-point
+        inputs are cast to the model's dtype (e.g. float32 clips into a float64 model)."""
+        return self.tower(modality)(self._as_model_dtype(x))
 
     def token_features(self, x: torch.Tensor, modality: str) -> torch.Tensor:
         """Every output token of the backbone, ``[B, 1 + N, D]``: the AGG feature first, then the
         N input tokens (video in (t, h, w) order; text includes padding positions)."""
-        return self.tower(modality).forward_features(x)
+        return self.tower(modality).forward_features(self._as_model_dtype(x))
+
+    def _as_model_dtype(self, x: torch.Tensor) -> torch.Tensor:
+        if not x.is_floating_point():
+            return x
+        dtype = next(self.parameters()).dtype
+        return x if x.dtype == dtype else x.to(dtype)
 
     _agg = features  # the name used before ``features`` was public
 

@@ -122,7 +122,9 @@ class RunConfig(ConfigBase):
         batch_size: global batch per optimiser step (all ranks x accumulation micro-batches).
             Must divide by ``world_size * grad_accum``.
         grad_accum: micro-batches per optimiser step.
-        precision: "fp32", "bf16" (autocast, CPU and GPU) or "fp16" (autocast + GradScaler, GPU).
+        precision: "fp32", "bf16" (autocast, CPU and GPU), "fp16" (autocast + GradScaler, GPU) or
+            "fp64" (weights, inputs and optimiser in float64: a rounding-free reference for numerical
+            checks, e.g. the loss-trajectory test; slow).
         activation_checkpointing: recompute transformer blocks in the backward to save memory.
         compile: ``torch.compile`` the model.
         fsdp: shard the model with FSDP2 (``fully_shard``: each transformer block, then the root)

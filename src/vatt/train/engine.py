@@ -235,6 +235,8 @@ class Engine:
         and FSDP2 sharding as configured. Build the optimiser after this."""
         cfg = self.cfg
         model = model.to(self.device).train()
+        if cfg.precision == "fp64":
+            model = model.double()  # the model casts its float inputs to its own dtype
         if self.world > 1:
             model = D.convert_sync_batchnorm(model)
         if cfg.activation_checkpointing:
@@ -354,7 +356,7 @@ class Engine:
                 loss = losses["loss"] / cfg.grad_accum
                 (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
             names = names or list(losses)
-            values = torch.stack([losses[k].detach().float().reshape(()) for k in names])
+            values = torch.stack([losses[k].detach().double().reshape(()) for k in names])
             sums = values if sums is None else sums + values
         sums = D.all_reduce_mean(sums / cfg.grad_accum)  # the global-batch losses
         if self.scaler is not None:

@@ -16,7 +16,7 @@ import time
 
 import torch
 
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("fp32", "bf16", "fp16", "fp64")
 
 # Dense (no sparsity) bf16/fp16 tensor-core peaks, TFLOP/s, from the vendors' data sheets.
 BF16_PEAK_TFLOPS = {"H200": 989.4, "H100 SXM": 989.4, "H100 80GB HBM3": 989.4, "H100 PCIe": 756.0,
@@ -24,8 +24,8 @@ BF16_PEAK_TFLOPS = {"H200": 989.4, "H100 SXM": 989.4, "H100 80GB HBM3": 989.4, "
 
 
 def autocast(device_type: str, precision: str):
-    """The autocast context of a precision name: fp32 = none; bf16 / fp16 = autocast to that dtype."""
-    if precision == "fp32":
+    """The autocast context of a precision name: fp32 / fp64 = none; bf16 / fp16 = autocast to that dtype."""
+    if precision in ("fp32", "fp64"):
         return contextlib.nullcontext()
     return torch.autocast(device_type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
 
@@ -80,11 +80,11 @@ def peak_flops(device: str, precision: str = "fp32") -> tuple[float, str]:
     """``(peak FLOP/s, where it comes from)`` for MFU: a known card's data sheet (bf16/fp16), else a
     measured matmul of the precision's dtype (1024 on CPU, 8192 on GPU; cached per process)."""
     dev = torch.device(device)
-    if dev.type == "cuda" and precision != "fp32":
+    if dev.type == "cuda" and precision in ("bf16", "fp16"):
         peak = card_peak(torch.cuda.get_device_name(dev))
         if peak:
             return peak, "card data sheet"
-    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "fp64": torch.float64}[precision]
     n = 8192 if dev.type == "cuda" else 1024
     return matmul_flops(dev, dtype, n, reps=5 if dev.type == "cpu" else 10), f"measured {n}x{n} matmul"
 
