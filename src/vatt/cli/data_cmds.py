@@ -59,7 +59,7 @@ def _prepare(args) -> int:
 
 
 def _print_prepare_report(report: dict, out) -> None:
-    print(f"{report['clips']} clips from {report['files_ok']} files in {len(report['shards'])} shards -> {out}")
+    print(f"{report['clips']} clips from {report['files_ok']} files in {len(report['shards'])} shard{'s'[: len(report['shards']) != 1]} -> {out}")
     print(f"skipped {len(report['skipped'])} files; report: {report['report_path']}")
     for item in report["skipped"][:10]:
         print(f"  {item['reason']:<16} {item['path']}")

@@ -448,8 +448,9 @@ class Engine:
         threads = torch.get_num_threads()  # what evaluation and the caller get back
         step_threads = trainer_threads(cfg.cpu_threads, self.device.type, self.loader_options()["num_workers"], threads)
         if step_threads != threads:
-            log.info("%d intra-op thread(s) for the training steps (%d loader workers share the CPU; "
-                     "cpu_threads=N to choose)", step_threads, self.loader_options()["num_workers"])
+            workers = self.loader_options()["num_workers"]
+            log.info("%d intra-op thread%s for the training steps (%d loader worker%s share the CPU; "
+                     "cpu_threads=N to choose)", step_threads, "s"[: step_threads != 1], workers, "s"[: workers != 1])
         torch.set_num_threads(step_threads)
         t_start = time.perf_counter()
         last: dict = {}
