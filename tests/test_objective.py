@@ -184,3 +184,19 @@ def test_single_process_needs_no_process_group():
     assert not D.is_distributed() and D.get_world_size() == 1 and D.get_rank() == 0
     x = torch.randn(3, 4, requires_grad=True)
     assert D.gather_with_grad(x) is x
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_sync_batchnorm_conversion_keeps_weights_statistics_and_dtype(dtype):
+    """Multi-rank runs swap BatchNorm1d for SyncBatchNorm: same weights, running statistics and
+    dtype (a float64 run kept float32 norms before, and its ranks no longer matched one process)."""
+    g = torch.Generator().manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.BatchNorm1d(6)).to(dtype)
+    model.train()(torch.randn(8, 4, generator=g, dtype=dtype))  # non-trivial running statistics
+    with torch.no_grad():
+        model[1].weight.uniform_(0.5, 1.5, generator=g)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    D.convert_sync_batchnorm(model)
+    assert isinstance(model[1], D.SyncBatchNorm)
+    for k, v in model.state_dict().items():
+        assert v.dtype == before[k].dtype and torch.equal(v, before[k]), k

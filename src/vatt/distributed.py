@@ -204,12 +204,14 @@ class SyncBatchNorm(torch.nn.BatchNorm1d):
 
 
 def convert_sync_batchnorm(module: torch.nn.Module) -> torch.nn.Module:
-    """Replace every ``BatchNorm1d`` in ``module`` by :class:`SyncBatchNorm` (same weights)."""
+    """Replace every ``BatchNorm1d`` in ``module`` by :class:`SyncBatchNorm` (same weights, device
+    and dtype)."""
     if isinstance(module, torch.nn.BatchNorm1d) and not isinstance(module, SyncBatchNorm):
         new = SyncBatchNorm(module.num_features, module.eps, module.momentum, module.affine,
                             module.track_running_stats, device=None)
+        like = next(t for t in module.state_dict().values() if t.is_floating_point())
+        new.to(like.device, like.dtype)  # before loading: load_state_dict casts to the new module's dtype
         new.load_state_dict(module.state_dict())
-        new.to(next(iter(module.state_dict().values())).device)
         new.train(module.training)
         if module.affine:
             new.weight.requires_grad_(module.weight.requires_grad)
