@@ -295,3 +295,11 @@ def test_test_set_missing_classes_keeps_training_label_ids(tiny, synth_corpus, t
     assert y.tolist() == [3] * len(y) and len(y) >= 1
     _, y_alone, _ = frozen_features(tiny, str(tmp_path / "crosses.csv"), num_windows=1)
     assert y_alone.tolist() == [0] * len(y)  # what would happen without the training classes
+
+
+def test_an_unlabelled_probe_source_is_refused_before_any_clip_is_decoded(tiny, synth_corpus, monkeypatch):
+    import vatt.eval.linear as linear_mod
+
+    monkeypatch.setattr(linear_mod, "extract_features", lambda *a, **k: pytest.fail("decoded an unlabelled set"))
+    with pytest.raises(InputError, match="has no labels"):
+        linear_probe(tiny, str(synth_corpus / "retrieval"), str(synth_corpus / "labelled" / "test.csv"))

@@ -54,6 +54,9 @@ def frozen_features(model, source, *, modality: str = "video", num_windows: int 
     if modality not in MODALITIES:
         raise InputError(f"modality must be one of {MODALITIES}, got {modality!r}")
     dataset = eval_dataset(model, source, num_windows=num_windows, classes=classes)
+    if hasattr(dataset, "classes") and dataset.classes is None:  # before decoding a whole unlabelled set
+        raise InputError(f"{source} has no labels; a linear probe needs a labelled dataset (class folders, or a "
+                         "manifest with a label column)")
     feats = extract_features(model, dataset, outputs=[f"{modality}_agg"], batch_size=batch_size,
                              device=device, num_workers=num_workers, progress=progress)
     if "label" not in feats:
