@@ -102,7 +102,7 @@ def contrastive_loss_terms(
         )
     B, L, Dm = other.shape
     dev = video.device
-    # The loss runs in float32 whatever the autocast precision: logits / 0.07 overflow fp16.
+    # The loss runs in float32 whatever the autocast precision (logits / 0.07 overflow fp16); float64 in fp64 runs.
     v = F.normalize(at_least_fp32(video), dim=-1)
     o = F.normalize(at_least_fp32(other), dim=-1)
     vm = torch.ones(B, device=dev) if video_mask is None else video_mask.to(dev, torch.float32).reshape(B)

@@ -449,7 +449,7 @@ class Engine:
         step_threads = trainer_threads(cfg.cpu_threads, self.device.type, self.loader_options()["num_workers"], threads)
         if step_threads != threads:
             workers = self.loader_options()["num_workers"]
-            log.info("%d intra-op thread%s for the training steps (%d loader worker%s share the CPU; "
+            log.info("%d intra-op thread%s for the training steps (the CPU is shared with %d loader worker%s; "
                      "cpu_threads=N to choose)", step_threads, "s"[: step_threads != 1], workers, "s"[: workers != 1])
         torch.set_num_threads(step_threads)
         t_start = time.perf_counter()
